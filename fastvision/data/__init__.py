@@ -1,0 +1,1 @@
+"""Items, labellers, splitters, blocks, DataBlock and the data loaders."""

@@ -1,0 +1,1 @@
+"""Image decoding, item transforms, batched augmentation, models and the vision learner."""

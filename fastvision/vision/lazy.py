@@ -1,0 +1,106 @@
+"""Deferred resampling: carry native pixels and a crop window from the item stage to the batch stage.
+
+fastai's presizing resizes every image on the CPU (`Resize(460)`) and resamples it again on the batch
+(`aug_transforms(size=224)`). fastvision's `Resize` instead records *which window* of the decoded image
+becomes the item (random on training, centred on validation) and keeps the native pixels. The batch
+stage composes that window with every geometric augmentation and resamples once, at the output size.
+
+Coordinates: a window is `(x0, y0, x1, y1)` in pixel units of the item's own pixels, with pixel centres
+at integer positions (the `align_corners=True` convention): the output's corner pixel centres map to
+`(x0, y0)` and `(x1, y1)`. For `method='pad'` the window may extend past the image; what lies outside is
+filled by the padding mode (reflection, zeros, border) at the batch stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["PendingImage", "PendingBatch", "collate_pending"]
+
+
+@dataclass
+class PendingImage:
+    """One image whose final resample is deferred to the batch stage.
+
+    Args:
+        pixels: uint8 tensor C x h x w (native resolution, possibly already cropped to the window's
+            integer bounding box to save memory).
+        window: (x0, y0, x1, y1) floats, in pixel coordinates of `pixels`, the region that becomes
+            the item's output.
+        size: (height, width) the item transform promises, e.g. (460, 460) for `Resize(460)`.
+        pad_mode: how to fill samples outside `pixels`: 'reflection', 'zeros' or 'border'.
+    """
+
+    pixels: torch.Tensor
+    window: tuple[float, float, float, float]
+    size: tuple[int, int]
+    pad_mode: str = "reflection"
+
+    @property
+    def shape(self) -> torch.Size:
+        """The promised shape C x H x W (what a materialised item would have)."""
+        return torch.Size((self.pixels.shape[0], *self.size))
+
+
+@dataclass
+class PendingBatch:
+    """A collated batch of `PendingImage`s: one zero-padded uint8 canvas and per-item geometry.
+
+    Args:
+        canvas: uint8 B x C x H x W, item i occupies `canvas[i, :, :hw[i,0], :hw[i,1]]`.
+        hw: long B x 2, the (h, w) of each item's pixels inside the canvas.
+        window: float B x 4, each item's (x0, y0, x1, y1) window in its own pixel coordinates.
+        size: the promised (height, width) of every item (all items of a batch share it).
+        pad_mode: the padding mode of the item transform.
+    """
+
+    canvas: torch.Tensor
+    hw: torch.Tensor
+    window: torch.Tensor
+    size: tuple[int, int]
+    pad_mode: str = "reflection"
+
+    @property
+    def shape(self) -> torch.Size:
+        """The promised batch shape B x C x H x W."""
+        return torch.Size((self.canvas.shape[0], self.canvas.shape[1], *self.size))
+
+    def __len__(self) -> int:
+        return self.canvas.shape[0]
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> PendingBatch:
+        """Move the canvas and geometry to `device`."""
+        return PendingBatch(
+            self.canvas.to(device, non_blocking=non_blocking),
+            self.hw.to(device, non_blocking=non_blocking),
+            self.window.to(device, non_blocking=non_blocking),
+            self.size,
+            self.pad_mode,
+        )
+
+    def pin_memory(self) -> PendingBatch:
+        """Pin the host tensors (called by torch's DataLoader when `pin_memory=True`)."""
+        return PendingBatch(
+            self.canvas.pin_memory(), self.hw.pin_memory(), self.window.pin_memory(), self.size, self.pad_mode
+        )
+
+
+def collate_pending(items: list[PendingImage]) -> PendingBatch:
+    """Pad the items' pixels into one canvas (top-left aligned) and stack their geometry."""
+    sizes = {p.size for p in items}
+    if len(sizes) != 1:
+        raise ValueError(
+            f"Cannot batch items promised at different sizes {sorted(sizes)}: every item of a batch must "
+            "come from the same Resize. Use one Resize(size) in item_tfms."
+        )
+    c = items[0].pixels.shape[0]
+    hmax = max(p.pixels.shape[1] for p in items)
+    wmax = max(p.pixels.shape[2] for p in items)
+    canvas = torch.zeros(len(items), c, hmax, wmax, dtype=torch.uint8)
+    for i, p in enumerate(items):
+        canvas[i, :, : p.pixels.shape[1], : p.pixels.shape[2]] = p.pixels
+    hw = torch.tensor([[p.pixels.shape[1], p.pixels.shape[2]] for p in items], dtype=torch.long)
+    window = torch.tensor([p.window for p in items], dtype=torch.float32)
+    return PendingBatch(canvas, hw, window, items[0].size, items[0].pad_mode)
