@@ -1,0 +1,297 @@
+"""Datasets from the outside world: `URLs`, `untar_data`, downloads with resume and checksums, and
+Fashion-MNIST from its IDX files (Debian's `dataset-fashion-mnist`, the cache, or a download)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = [
+    "URLs",
+    "fastvision_home",
+    "download_url",
+    "untar_data",
+    "FASHION_MNIST_CLASSES",
+    "fashion_mnist_dir",
+    "load_fashion_mnist",
+    "fashion_mnist_folder",
+    "read_idx",
+]
+
+_S3 = "https://s3.amazonaws.com/fast-ai-"
+_FMNIST = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+
+
+class URLs:
+    """Addresses of the datasets fastvision knows (fastai's names)."""
+
+    PETS = f"{_S3}imageclas/oxford-iiit-pet.tgz"
+    MNIST_SAMPLE = f"{_S3}sample/mnist_sample.tgz"
+    MNIST_TINY = f"{_S3}sample/mnist_tiny.tgz"
+    IMAGENETTE = f"{_S3}imageclas/imagenette2.tgz"
+    IMAGENETTE_160 = f"{_S3}imageclas/imagenette2-160.tgz"
+    IMAGENETTE_320 = f"{_S3}imageclas/imagenette2-320.tgz"
+    IMAGEWOOF_160 = f"{_S3}imageclas/imagewoof2-160.tgz"
+    CIFAR = f"{_S3}imageclas/cifar10.tgz"
+    FASHION_MNIST = _FMNIST  # a folder of four IDX files rather than one archive
+
+
+# (size in bytes, sha256 or None) of archives whose integrity we know.
+CHECKS: dict[str, tuple[int, str | None]] = {URLs.PETS: (811706944, None)}
+
+FASHION_MNIST_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def fastvision_home() -> Path:
+    """Return the cache folder: `$FASTVISION_HOME` or `~/.fastvision`."""
+    return Path(os.environ.get("FASTVISION_HOME", Path.home() / ".fastvision")).expanduser()
+
+
+def _offline_error(url: str, dest: Path, err: Exception) -> ConnectionError:
+    return ConnectionError(
+        f"Could not download {url} ({getattr(err, 'reason', err)}). This machine cannot reach it: download "
+        f"the file elsewhere and place it at '{dest}', then run again (fastvision uses a file found there)."
+    )
+
+
+def download_url(
+    url: str, dest: str | Path, size: int | None = None, sha256: str | None = None, timeout: float = 10.0,
+    show_progress: bool = True,
+) -> Path:  # fmt: skip
+    """Download `url` to `dest` atomically, resuming a previous partial download, and check it.
+
+    Args:
+        url: the address (http, https or file).
+        dest: the final file path; the data first goes to `dest.part`.
+        size: expected size in bytes (None: not checked).
+        sha256: expected hex digest (None: not checked).
+        timeout: seconds to wait for the server before failing.
+        show_progress: draw a fastprogress bar.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # the partial file is already complete
+            resp = None
+        else:
+            raise ConnectionError(f"Downloading {url} failed with HTTP {e.code} {e.reason}.") from e
+    except (urllib.error.URLError, OSError) as e:
+        raise _offline_error(url, dest, e) from e
+    if resp is not None:
+        with resp:
+            resumed = have and resp.status == 206
+            total = int(resp.headers.get("Content-Length") or 0) + (have if resumed else 0)
+            bar = _progress(total, url) if show_progress and total else None
+            done = have if resumed else 0
+            with open(part, "ab" if resumed else "wb") as f:
+                try:
+                    while chunk := resp.read(1 << 20):
+                        f.write(chunk)
+                        done += len(chunk)
+                        if bar is not None:
+                            bar.update(min(done, total))
+                except (OSError, http.client.HTTPException):
+                    pass  # reported below as an interrupted download; the partial file is kept
+                f.flush()
+                os.fsync(f.fileno())
+            if total and done < total:
+                raise ConnectionError(
+                    f"Download of {url} stopped at {done} of {total} bytes. Run again to resume from '{part}'."
+                )
+    _check(part, url, size, sha256)
+    os.replace(part, dest)
+    return dest
+
+
+def _progress(total: int, url: str):
+    try:
+        from fastprogress.fastprogress import progress_bar
+
+        bar = progress_bar(range(total), leave=False)
+        bar.comment = url.rsplit("/", 1)[-1]
+        bar.update(0)
+        return bar
+    except Exception:  # a progress bar is a nicety; never fail a download over it
+        return None
+
+
+def _check(path: Path, url: str, size: int | None, sha256: str | None) -> None:
+    got = path.stat().st_size
+    if size is not None and got != size:
+        path.unlink()
+        raise OSError(
+            f"Downloaded {url} is {got} bytes, expected {size}: the file is corrupt or the server has a new "
+            "version. The partial file was removed; run again, or pass force_download=True."
+        )
+    if sha256 is not None:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        if h.hexdigest() != sha256:
+            path.unlink()
+            raise OSError(
+                f"Downloaded {url} has sha256 {h.hexdigest()}, expected {sha256}: the file is corrupt."
+            )
+
+
+def _stem(fname: str) -> str:
+    for ext in (".tar.gz", ".tgz", ".tar", ".zip"):
+        if fname.endswith(ext):
+            return fname[: -len(ext)]
+    return fname
+
+
+def _extract(archive: Path, dest: Path) -> None:
+    """Extract `archive` into `dest` (created atomically); the archive's single top folder becomes `dest`."""
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as z:
+                for m in z.namelist():
+                    if Path(m).is_absolute() or ".." in Path(m).parts:
+                        raise ValueError(
+                            f"Refusing to extract '{m}' from {archive}: it points outside the folder."
+                        )
+                z.extractall(tmp)
+        else:
+            with tarfile.open(archive) as t:
+                t.extractall(tmp, filter="data")  # rejects absolute paths, '..' and device files
+        entries = list(tmp.iterdir())
+        src = entries[0] if len(entries) == 1 and entries[0].is_dir() else tmp
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(src, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def untar_data(
+    url: str, archive: str | Path | None = None, data: str | Path | None = None, force_download: bool = False,
+    timeout: float = 10.0,
+) -> Path:  # fmt: skip
+    """Download (with resume and checks) and extract `url` into the cache; return the extracted folder.
+
+    Args:
+        url: the archive's address, e.g. `URLs.PETS`.
+        archive: folder for archives (default `fastvision_home()/archive`).
+        data: folder for extracted data (default `fastvision_home()/data`).
+        force_download: download and extract again even if present.
+        timeout: seconds to wait for the server.
+    """
+    home = fastvision_home()
+    archive = Path(archive) if archive else home / "archive"
+    data = Path(data) if data else home / "data"
+    fname = url.rstrip("/").rsplit("/", 1)[-1]
+    dest = data / _stem(fname)
+    if dest.exists() and not force_download:
+        return dest
+    data.mkdir(parents=True, exist_ok=True)
+    arch = archive / fname
+    size, sha = CHECKS.get(url, (None, None))
+    if force_download or not arch.exists():
+        download_url(url, arch, size=size, sha256=sha, timeout=timeout)
+    _extract(arch, dest)
+    return dest
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (optionally gzipped), the format of MNIST and Fashion-MNIST."""
+    path = Path(path)
+    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 8:
+        raise ValueError(f"'{path}' is not an IDX file of unsigned bytes (header {raw[:4]!r}).")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    expected = 4 + 4 * ndim + int(np.prod(dims))
+    if len(raw) != expected:
+        raise ValueError(
+            f"'{path}' holds {len(raw)} bytes, its header promises {expected}: the file is truncated."
+        )
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def fashion_mnist_dir(download: bool = True, timeout: float = 10.0) -> Path:
+    """Find the four Fashion-MNIST IDX files (Debian package, then cache), downloading them if allowed."""
+    for d in (DEBIAN_FASHION_MNIST, fastvision_home() / "data" / "fashion-mnist"):
+        if all((d / f).exists() for f in FASHION_MNIST_FILES):
+            return d
+    cache = fastvision_home() / "data" / "fashion-mnist"
+    if not download:
+        raise FileNotFoundError(
+            f"Fashion-MNIST not found in {DEBIAN_FASHION_MNIST} or {cache}. Install it with "
+            f"`apt-get install dataset-fashion-mnist`, or put the files {', '.join(FASHION_MNIST_FILES)} in {cache}."
+        )
+    for f in FASHION_MNIST_FILES:
+        if not (cache / f).exists():
+            try:
+                download_url(URLs.FASHION_MNIST + f, cache / f, timeout=timeout)
+            except ConnectionError as e:
+                raise ConnectionError(
+                    f"{e}\nAlternatively: `apt-get install dataset-fashion-mnist` puts the files in "
+                    f"{DEBIAN_FASHION_MNIST}."
+                ) from e
+    return cache
+
+
+def load_fashion_mnist(
+    split: str = "train", path: str | Path | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return Fashion-MNIST as in-memory tensors: uint8 images N x 28 x 28 and int64 labels N.
+
+    Args:
+        split: 'train' (60,000 images) or 'test' (10,000).
+        path: folder holding the IDX files (default: `fashion_mnist_dir()`).
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split={split!r}; expected 'train' or 'test'.")
+    d = Path(path) if path else fashion_mnist_dir()
+    pre = "train" if split == "train" else "t10k"
+    x = read_idx(d / f"{pre}-images-idx3-ubyte.gz")
+    y = read_idx(d / f"{pre}-labels-idx1-ubyte.gz")
+    if len(x) != len(y):
+        raise ValueError(f"{d}: {len(x)} images but {len(y)} labels for split {split!r}.")
+    return torch.from_numpy(x.copy()), torch.from_numpy(y.astype(np.int64))
+
+
+def fashion_mnist_folder(
+    dest: str | Path, n_per_split: int | None = None, path: str | Path | None = None
+) -> Path:
+    """Write Fashion-MNIST as PNG files `dest/{train,test}/<class>/<i>.png` for the DataBlock path."""
+    from PIL import Image
+
+    dest = Path(dest)
+    for split in ("train", "test"):
+        x, y = load_fashion_mnist(split, path)
+        n = len(x) if n_per_split is None else min(n_per_split, len(x))
+        for i in range(n):
+            folder = dest / split / FASHION_MNIST_CLASSES[int(y[i])].replace("/", "_").replace(" ", "_")
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(x[i].numpy()).save(folder / f"{i}.png")
+    return dest
