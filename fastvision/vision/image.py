@@ -1,0 +1,343 @@
+"""Decode images into PIL images: EXIF orientation, every mode to RGB or L, and a decompression-bomb limit.
+
+`load_image` is the one decoder of the library: it accepts a path, bytes, a file object, a numpy array,
+a torch tensor or a PIL image, applies the EXIF orientation, and returns a fully loaded 'RGB' (or 'L')
+image. Mode rules, applied in this order:
+- transparent images (RGBA, LA, PA, P with a transparency entry) are composited onto **white**, as a
+  browser shows them (no PIL "Palette images with Transparency" warning);
+- 16-bit images (I;16*, I, uint16 arrays) are scaled by 255/65535, not clipped; float images (F) whose
+  values lie in [0, 1] are scaled by 255, others are clipped to [0, 255]; 1-bit images become 0/255;
+- everything else (L, RGB, CMYK, YCbCr, ...) goes through `Image.convert`.
+A file that cannot be decoded raises `ImageLoadError` (a picklable `ValueError` with `path` and `reason`).
+Warnings PIL emits while reading headers and metadata (corrupt EXIF, TIFF tags, decompression bomb) are
+silenced under a lock (`warnings.catch_warnings` is process-global); pixel decoding runs outside it, so
+threads decode in parallel.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import threading
+import warnings
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..data.items import get_image_files
+
+__all__ = [
+    "MAX_IMAGE_PIXELS", "ImageLoadError", "ImageNotFoundError", "load_image", "image_size",
+    "verify_image", "verify_images",
+]  # fmt: skip
+
+_PIL_DEFAULT_LIMIT = 178_956_970  # PIL.Image.MAX_IMAGE_PIXELS's default (a 0.5 GiB 24-bit image)
+
+
+def _env_max_pixels(default: int = _PIL_DEFAULT_LIMIT) -> int | None:
+    """Read FASTVISION_MAX_IMAGE_PIXELS (a pixel count; 0 disables the check) or return `default`."""
+    raw = os.environ.get("FASTVISION_MAX_IMAGE_PIXELS", "").strip().replace("_", "")
+    if not raw:
+        return default
+    try:
+        v = int(float(raw))
+    except ValueError:
+        warnings.warn(
+            f"FASTVISION_MAX_IMAGE_PIXELS={raw!r} is not a number; using {default:,}. "
+            "Set it to a pixel count, e.g. 400000000, or 0 to disable the limit.",
+            stacklevel=2,
+        )
+        return default
+    return v if v > 0 else None
+
+
+MAX_IMAGE_PIXELS: int | None = _env_max_pixels()
+"""Images with more pixels raise `ImageLoadError`; set FASTVISION_MAX_IMAGE_PIXELS before import to change."""
+
+_BAD_HINT = (
+    "The file may be truncated, empty or not an image; find all bad files with verify_images(path) "
+    "or pass on_bad_image='skip' to dataloaders."
+)
+_BOMB_HINT = (
+    "If the image is genuine, raise the limit with the environment variable "
+    "FASTVISION_MAX_IMAGE_PIXELS=<pixels> (0 disables it) before importing fastvision; for images over "
+    "twice PIL's own limit also set PIL.Image.MAX_IMAGE_PIXELS. Or downscale the file."
+)
+_ORIENTATION = 0x0112
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_EXIF_KEYS = ("exif", "Raw profile type exif", "xmp", "XML:com.adobe.xmp")
+_SIXTEEN = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_QUIET = threading.Lock()  # serialises warnings.catch_warnings, which swaps process-global state
+
+
+class ImageLoadError(ValueError):
+    """An image could not be decoded. Attributes: `path` (None for in-memory data), `reason`, `hint`."""
+
+    def __init__(self, path: str | Path | None, reason: str, hint: str | None = None):
+        self.path, self.reason, self.hint = path, reason, hint
+        src = f"'{path}'" if path is not None else "from memory"
+        super().__init__(f"Cannot decode image {src}: {reason}. {hint or _BAD_HINT}")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason, self.hint))
+
+    def __str__(self) -> str:
+        return str(self.args[0])  # OSError's __str__ would show "[Errno ...]" for ImageNotFoundError
+
+
+class ImageNotFoundError(ImageLoadError, FileNotFoundError):
+    """The image file does not exist (both an `ImageLoadError` and a `FileNotFoundError`)."""
+
+    def __init__(self, path: str | Path | None, reason: str = "no such file", hint: str | None = None):
+        super().__init__(
+            path, reason, hint or "Check the path; list existing files with get_image_files(folder)."
+        )
+        self.errno, self.strerror, self.filename = errno.ENOENT, "No such file or directory", str(path)
+
+
+def _reason(e: BaseException, path: str | Path | None = None) -> str:
+    if isinstance(e, Image.UnidentifiedImageError):
+        empty = path is not None and os.path.isfile(path) and os.path.getsize(path) == 0
+        return "the file is empty (0 bytes)" if empty else "PIL cannot identify the format (not an image?)"
+    msg = str(e).strip().rstrip(".") or "no details"
+    return msg if isinstance(e, OSError) else f"{type(e).__name__}: {msg}"
+
+
+def _orientation(im: Image.Image) -> int:
+    """Return the EXIF orientation (1 when absent) without decoding pixels where the format allows."""
+    if im.format == "PNG" and "exif" not in im.info and getattr(im, "tile", None):
+        return 1  # a PNG's getexif() would decode the whole image to look for a trailing eXIf chunk
+    with _QUIET, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return int(im.getexif().get(_ORIENTATION, 1) or 1)
+
+
+def _rescale(a: np.ndarray, top: float) -> Image.Image:
+    return Image.fromarray(np.clip(a.astype(np.float32) * (255.0 / top) + 0.5, 0, 255).astype(np.uint8))
+
+
+def _on_white(im: Image.Image) -> Image.Image:
+    return Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im).convert("RGB")
+
+
+def _to_mode(im: Image.Image, mode: str) -> Image.Image:
+    """Convert any PIL mode to 'RGB' or 'L' with the rules in the module docstring."""
+    m = im.mode
+    if m in _SIXTEEN:
+        im = _rescale(np.asarray(im), 65535.0)
+    elif m == "F":
+        a = np.nan_to_num(np.asarray(im))
+        im = _rescale(a, 1.0 if a.size and a.min() >= 0 and a.max() <= 1 else 255.0)
+    elif m == "1":
+        im = im.convert("L")
+    elif m == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif m in ("PA", "LA", "La", "RGBa"):
+        im = im.convert("RGBA")
+    if im.mode == "RGBA":
+        im = _on_white(im)
+    return im if im.mode == mode else im.convert(mode)
+
+
+def _finish(im: Image.Image, mode: str) -> Image.Image:
+    """Apply the EXIF orientation and convert a loaded image to `mode`."""
+    method = _TRANSPOSE.get(_orientation(im))
+    out = _to_mode(im.transpose(method) if method is not None else im, mode)
+    if method is not None:
+        for k in _EXIF_KEYS:  # the pixels are upright now: drop the tag so nothing rotates them twice
+            out.info.pop(k, None)
+    return out
+
+
+def _min_hw(min_size: int | tuple[int, int]) -> tuple[int, int]:
+    h, w = (min_size, min_size) if isinstance(min_size, int) else tuple(min_size)
+    if h <= 0 or w <= 0:
+        raise ValueError(f"load_image: min_size={min_size!r}; expected a positive int or (height, width).")
+    return int(h), int(w)
+
+
+def _decode(fp: Any, path: str | Path | None, mode: str, min_hw: tuple[int, int] | None) -> Image.Image:
+    try:
+        with _QUIET, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im = Image.open(fp)
+        w, h = im.size
+        limit = MAX_IMAGE_PIXELS
+        if limit and w * h > limit:
+            reason = f"{w * h:,} pixels ({w} x {h}) is above MAX_IMAGE_PIXELS={limit:,}, a decompression-bomb guard"
+            raise ImageLoadError(path, reason, _BOMB_HINT)
+        if min_hw is not None and im.format == "JPEG":
+            mh, mw = min_hw
+            if _orientation(im) in (5, 6, 7, 8):
+                mh, mw = mw, mh
+            im.draft(None, (mw, mh))  # DCT-domain downscale by 1/2, 1/4 or 1/8, never below (mw, mh)
+        im.load()
+        return _finish(im, mode)
+    except ImageLoadError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageLoadError(path, _reason(e), _BOMB_HINT) from e
+    except Exception as e:
+        raise ImageLoadError(path, _reason(e, path)) from e
+
+
+def _tensor_to_hwc(t: torch.Tensor) -> np.ndarray:
+    t = t.detach().cpu()
+    if t.ndim == 3 and t.shape[0] in (1, 3, 4):
+        t = t.permute(1, 2, 0)
+    elif t.ndim != 2:
+        raise ValueError(
+            f"load_image: tensor of shape {tuple(t.shape)}; expected C x H x W (C in 1, 3, 4) or H x W. "
+            "For a batch pass one image, e.g. x[0]."
+        )
+    if t.is_floating_point() and t.dtype != torch.float64:
+        t = t.float()
+    return t.numpy()
+
+
+def _from_array(a: np.ndarray) -> Image.Image:
+    """Build a PIL image from an H x W or H x W x C array (uint8, bool, uint16, other ints, float in [0, 1])."""
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise ValueError(
+            f"load_image: array of shape {a.shape}; expected H x W or H x W x C with C in 1, 3, 4 "
+            "(channels last). For a C x H x W array pass a.transpose(1, 2, 0)."
+        )
+    if a.dtype == np.bool_:
+        a = a.astype(np.uint8) * 255
+    elif a.dtype == np.uint16:
+        a = ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    elif np.issubdtype(a.dtype, np.floating):
+        lo, hi = (float(np.nanmin(a)), float(np.nanmax(a))) if a.size else (0.0, 0.0)
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise ValueError(
+                f"load_image: float array with values in [{lo:.4g}, {hi:.4g}]; expected [0, 1]. "
+                "Divide 0-255 data by 255, or pass a uint8 array."
+            )
+        a = np.clip(np.nan_to_num(a) * 255 + 0.5, 0, 255).astype(np.uint8)
+    elif np.issubdtype(a.dtype, np.integer) and a.dtype != np.uint8:
+        if a.size and (a.min() < 0 or a.max() > 255):
+            raise ValueError(
+                f"load_image: {a.dtype} array with values in [{a.min()}, {a.max()}]; expected 0..255. "
+                "Rescale it to 0..255 first."
+            )
+        a = a.astype(np.uint8)
+    elif a.dtype != np.uint8:
+        raise TypeError(f"load_image: array of dtype {a.dtype}; expected uint8, uint16, bool or float.")
+    return Image.fromarray(np.ascontiguousarray(a))
+
+
+def load_image(src: Any, mode: str = "RGB", min_size: int | tuple[int, int] | None = None) -> Image.Image:
+    """Decode `src` into a fully loaded, upright PIL image in `mode` ('RGB' or 'L').
+
+    Args:
+        src: a path, bytes, a binary file object, a numpy array (H x W or H x W x C; uint8, uint16,
+            bool, or float in [0, 1]), a torch tensor (C x H x W or H x W, same dtypes) or a PIL image
+            (never modified; a new image is returned).
+        mode: 'RGB' (default) or 'L'.
+        min_size: int or (height, width). For JPEG files, decode at 1/2, 1/4 or 1/8 scale (PIL draft
+            mode) as long as the upright result stays at least this size in both dimensions. Default
+            None decodes at full size.
+
+    Raises:
+        ImageLoadError: the file is missing (`ImageNotFoundError`), truncated, empty, not an image, or
+            has more than `MAX_IMAGE_PIXELS` pixels.
+    """
+    if mode not in ("RGB", "L"):
+        raise ValueError(
+            f"load_image: mode={mode!r}; expected 'RGB' or 'L'. Convert the result for other modes."
+        )
+    min_hw = _min_hw(min_size) if min_size is not None else None  # a bad argument is not a bad file
+    if isinstance(src, (str, os.PathLike)):
+        path = Path(src)
+        try:
+            f = open(path, "rb")  # closed by the `with` below
+        except FileNotFoundError as e:
+            raise ImageNotFoundError(path) from e
+        except OSError as e:
+            raise ImageLoadError(path, _reason(e)) from e
+        with f:
+            return _decode(f, path, mode, min_hw)
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return _decode(io.BytesIO(bytes(src)), None, mode, min_hw)
+    if hasattr(src, "read"):
+        return _decode(src, getattr(src, "name", None), mode, min_hw)
+    if isinstance(src, Image.Image):
+        try:
+            src.load()
+        except Exception as e:
+            raise ImageLoadError(getattr(src, "filename", None) or None, _reason(e)) from e
+        out = _finish(src, mode)
+        return out.copy() if out is src else out
+    if isinstance(src, torch.Tensor):
+        return _finish(_from_array(_tensor_to_hwc(src)), mode)
+    if isinstance(src, np.ndarray):
+        return _finish(_from_array(src), mode)
+    raise TypeError(
+        f"load_image: cannot load a {type(src).__name__}; expected a path, bytes, a file object, "
+        "a numpy array, a torch tensor or a PIL image."
+    )
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """Return the upright `(width, height)` of an image file from its header, without decoding pixels."""
+    try:
+        with open(path, "rb") as f:
+            with _QUIET, warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                im = Image.open(f)
+            w, h = im.size
+            return (h, w) if _orientation(im) in (5, 6, 7, 8) else (w, h)
+    except FileNotFoundError as e:
+        raise ImageNotFoundError(path) from e
+    except Exception as e:
+        raise ImageLoadError(path, _reason(e, path)) from e
+
+
+def verify_image(path: str | Path) -> str | None:
+    """Return why `load_image(path)` fails, or None when the image decodes."""
+    try:
+        load_image(path)
+    except ImageLoadError as e:
+        return e.reason
+    return None
+
+
+def verify_images(
+    paths_or_folder: str | Path | Iterable[str | Path], n_workers: int | None = None
+) -> list[Path]:
+    """Return the files that `load_image` cannot decode, in input order (a folder is searched for images).
+
+    Args:
+        paths_or_folder: a folder (searched with `get_image_files`), one file, or an iterable of paths.
+        n_workers: decoding threads (default: the number of CPUs); 0 checks in the calling thread.
+    """
+    if isinstance(paths_or_folder, (str, os.PathLike)):
+        p = Path(paths_or_folder)
+        paths = get_image_files(p) if p.is_dir() or not p.exists() else [p]
+    else:
+        paths = [Path(o) for o in paths_or_folder]
+    if n_workers is not None and n_workers < 0:
+        raise ValueError(f"verify_images: n_workers={n_workers}; expected 0 (no threads) or more.")
+    n = (os.cpu_count() or 1) if n_workers is None else n_workers
+    if n <= 1 or len(paths) <= 1:
+        reasons = [verify_image(p) for p in paths]
+    else:
+        with ThreadPoolExecutor(max_workers=min(n, len(paths))) as ex:
+            reasons = list(ex.map(verify_image, paths))
+    return [p for p, r in zip(paths, reasons) if r is not None]
