@@ -28,6 +28,8 @@ __all__ = [
     "load_fashion_mnist",
     "fashion_mnist_folder",
     "read_idx",
+    "TensorImageDataset",
+    "fashion_mnist_datasets",
 ]
 
 _S3 = "https://s3.amazonaws.com/fast-ai-"
@@ -295,3 +297,50 @@ def fashion_mnist_folder(
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(x[i].numpy()).save(folder / f"{i}.png")
     return dest
+
+
+class TensorImageDataset(torch.utils.data.Dataset):
+    """In-memory images (uint8 N x C x H x W) and integer labels: the fast path for MNIST-sized data.
+
+    `ds[i]` is `(image uint8 C x H x W, label int)`; `vocab`, `c`, `loss_func` and `decode` let
+    `DataLoaders`, `Learner`, interpretation and export treat it like a DataBlock dataset.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, vocab: list[str] | tuple[str, ...]):
+        if x.ndim == 3:
+            x = x[:, None]
+        if x.ndim != 4 or len(x) != len(y):
+            raise ValueError(
+                f"TensorImageDataset needs images N x C x H x W (or N x H x W) and N labels; got {tuple(x.shape)} "
+                f"and {tuple(y.shape)}."
+            )
+        self.x, self.y, self.vocab = x, y.long(), list(vocab)
+        self.c = len(self.vocab)
+
+    @property
+    def loss_func(self):
+        """The loss for single-label classification (a new instance each call)."""
+        from ..losses import CrossEntropyLossFlat
+
+        return CrossEntropyLossFlat()
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.x[i], int(self.y[i])
+
+    def decode(self, sample: tuple) -> tuple:
+        """Turn a label index back into its class name."""
+        x, *ys = sample
+        return (x, *[self.vocab[int(y)] for y in ys])
+
+
+def fashion_mnist_datasets(n_train: int | None = None, n_test: int | None = None):
+    """Return `(train, test)` `TensorImageDataset`s of the real Fashion-MNIST (first n of each, if given)."""
+    xs, ys = load_fashion_mnist("train")
+    xt, yt = load_fashion_mnist("test")
+    xs, ys, xt, yt = xs[:n_train], ys[:n_train], xt[:n_test], yt[:n_test]
+    return TensorImageDataset(xs, ys, FASHION_MNIST_CLASSES), TensorImageDataset(
+        xt, yt, FASHION_MNIST_CLASSES
+    )

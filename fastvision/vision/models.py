@@ -1,0 +1,498 @@
+"""Vision model building blocks: the architecture registry, `create_body`, `create_head`, small CNNs.
+
+A vision model is `nn.Sequential(body, head)`: the body is a (usually pretrained) feature extractor
+cut from a classification network, the head pools its feature map and maps it to `n_out` outputs.
+The registry `model_meta` maps an architecture's function name to where to cut it, how to split its
+parameters into groups for discriminative learning rates / freezing, and its normalisation stats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torchvision.models as tvm
+from torch import nn
+
+__all__ = [
+    "AdaptiveConcatPool2d",
+    "SigmoidRange",
+    "create_head",
+    "apply_init",
+    "create_body",
+    "num_features_model",
+    "ViTBody",
+    "TinyVGG",
+    "ResNetSmall",
+    "resnet_small",
+    "ArchMeta",
+    "model_meta",
+    "arch_meta",
+    "default_split",
+]
+
+_NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm2d, nn.LayerNorm, nn.GroupNorm)
+
+
+class AdaptiveConcatPool2d(nn.Module):
+    """Concatenate adaptive max pooling and adaptive average pooling (in that order) on the channels."""
+
+    def __init__(self, size: int | None = None):
+        super().__init__()
+        self.size = size or 1
+        self.ap, self.mp = nn.AdaptiveAvgPool2d(self.size), nn.AdaptiveMaxPool2d(self.size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return `cat([maxpool(x), avgpool(x)], dim=1)`."""
+        return torch.cat([self.mp(x), self.ap(x)], 1)
+
+
+class SigmoidRange(nn.Module):
+    """Squash the input to `(low, high)` with a scaled sigmoid."""
+
+    def __init__(self, low: float, high: float):
+        super().__init__()
+        self.low, self.high = low, high
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return `sigmoid(x) * (high - low) + low`."""
+        return torch.sigmoid(x) * (self.high - self.low) + self.low
+
+
+def _bn1d(n: int) -> nn.BatchNorm1d:
+    bn = nn.BatchNorm1d(n)
+    nn.init.ones_(bn.weight)
+    nn.init.constant_(bn.bias, 1e-3)
+    return bn
+
+
+def _lin_bn_drop(n_in: int, n_out: int, bn: bool, p: float, act: bool, lin_first: bool) -> list[nn.Module]:
+    norm = [_bn1d(n_out if lin_first else n_in)] if bn else []
+    if p != 0:
+        norm.append(nn.Dropout(p))
+    lin: list[nn.Module] = [nn.Linear(n_in, n_out, bias=not bn)]
+    if act:
+        lin.append(nn.ReLU(inplace=True))
+    return lin + norm if lin_first else norm + lin
+
+
+def create_head(
+    nf: int,
+    n_out: int,
+    lin_ftrs: Sequence[int] | None = None,
+    ps: float | Sequence[float] = 0.5,
+    pool: bool = True,
+    concat_pool: bool = True,
+    first_bn: bool = True,
+    bn_final: bool = False,
+    lin_first: bool = False,
+    y_range: tuple[float, float] | None = None,
+) -> nn.Sequential:
+    """Build fastai's classifier head for a body with `nf` output channels.
+
+    Default layers: `AdaptiveConcatPool2d, Flatten, BatchNorm1d(2nf), Dropout(ps/2), Linear(2nf, 512,
+    bias=False), ReLU, BatchNorm1d(512), Dropout(ps), Linear(512, n_out, bias=False)`.
+
+    Args:
+        nf: channels of the body's output (doubled when `pool and concat_pool`).
+        n_out: number of outputs.
+        lin_ftrs: widths of the hidden linear layers ([512]).
+        ps: dropout probabilities, one per linear layer; a single value p gives [p/2, ..., p/2, p].
+        pool: add pooling + flatten (False for bodies that already return N x nf, e.g. ViT).
+        concat_pool: `AdaptiveConcatPool2d` (True) or `AdaptiveAvgPool2d(1)`.
+        first_bn: put a BatchNorm1d before the first linear layer.
+        bn_final: append `BatchNorm1d(n_out, momentum=0.01)`.
+        lin_first: Linear -> ReLU -> BatchNorm -> Dropout blocks instead of BatchNorm -> Dropout -> Linear.
+        y_range: append `SigmoidRange(*y_range)`.
+    """
+    if pool and concat_pool:
+        nf *= 2
+    ftrs = [nf, 512, n_out] if lin_ftrs is None else [nf, *lin_ftrs, n_out]
+    bns = [first_bn] + [True] * (len(ftrs) - 2)
+    ps_list = [float(ps)] if isinstance(ps, (int, float)) else [float(p) for p in ps]
+    if len(ps_list) == 1:
+        ps_list = [ps_list[0] / 2] * (len(ftrs) - 2) + ps_list
+    if len(ps_list) != len(ftrs) - 1:
+        raise ValueError(
+            f"create_head got {len(ps_list)} dropout values ps={ps!r} for {len(ftrs) - 1} linear layers "
+            f"(widths {ftrs}). Pass one value or one per linear layer."
+        )
+    acts = [True] * (len(ftrs) - 2) + [False]
+    layers: list[nn.Module] = []
+    if pool:
+        layers += [AdaptiveConcatPool2d() if concat_pool else nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    if lin_first:
+        layers.append(nn.Dropout(ps_list.pop(0)))
+    for ni, no, bn, p, act in zip(ftrs[:-1], ftrs[1:], bns, ps_list, acts):
+        layers += _lin_bn_drop(ni, no, bn=bn, p=p, act=act, lin_first=lin_first)
+    if lin_first:
+        layers.append(nn.Linear(ftrs[-2], n_out))
+    if bn_final:
+        layers.append(nn.BatchNorm1d(ftrs[-1], momentum=0.01))
+    if y_range is not None:
+        layers.append(SigmoidRange(*y_range))
+    return nn.Sequential(*layers)
+
+
+def apply_init(module: nn.Module, init: Callable | None = nn.init.kaiming_normal_) -> None:
+    """Initialise every trainable non-norm leaf of `module`: `init(weight)`, bias zeroed."""
+    for m in module.modules():
+        if next(m.children(), None) is not None or isinstance(m, _NORM_TYPES):
+            continue
+        params = list(m.parameters(recurse=False))
+        if not params or not params[0].requires_grad:
+            continue
+        with torch.no_grad():
+            if init is not None and isinstance(getattr(m, "weight", None), torch.Tensor):
+                init(m.weight)
+            if isinstance(getattr(m, "bias", None), torch.Tensor):
+                m.bias.zero_()
+
+
+def _first_conv(model: nn.Module) -> tuple[nn.Module, str, nn.Conv2d] | None:
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Conv2d):
+                return parent, name, child
+    return None
+
+
+def _adapt_first_conv(model: nn.Module, n_in: int, pretrained: bool) -> None:
+    found = _first_conv(model)
+    if found is None:
+        raise ValueError(
+            f"n_in={n_in} needs a first nn.Conv2d to adapt, but {type(model).__name__} has none."
+        )
+    parent, name, old = found
+    if old.in_channels == n_in:
+        return
+    new = nn.Conv2d(
+        n_in, old.out_channels, old.kernel_size, old.stride, old.padding, old.dilation, old.groups,
+        bias=old.bias is not None, padding_mode=old.padding_mode,
+    )  # fmt: skip
+    if pretrained:
+        w = old.weight.detach()
+        with torch.no_grad():
+            if n_in == 1:
+                new.weight.copy_(w.sum(dim=1, keepdim=True))
+            elif n_in == 2:
+                new.weight.copy_(w[:, :2] * 1.5)
+            else:
+                k = min(n_in, w.shape[1])
+                new.weight.zero_()
+                new.weight[:, :k] = w[:, :k]
+            if old.bias is not None:
+                new.bias.copy_(old.bias.detach())
+    setattr(parent, name, new)
+
+
+def _has_global_pool(m: nn.Module) -> bool:
+    return any(type(o).__name__.startswith("Adaptive") and "Pool" in type(o).__name__ for o in m.modules())
+
+
+def create_body(
+    model: nn.Module, n_in: int = 3, pretrained: bool = True, cut: int | Callable | None = None
+) -> nn.Module:
+    """Cut the classifier off `model` and adapt its first convolution to `n_in` channels.
+
+    With pretrained weights, a 1-channel conv gets the sum of the RGB filters, 2 channels the first two
+    times 1.5, more than 3 the RGB filters then zeros.
+
+    Args:
+        model: a classification network (already holding its weights).
+        n_in: input channels (3).
+        pretrained: whether `model`'s first conv weights are worth adapting (True).
+        cut: int -> keep `children[:cut]`; callable -> `cut(model)`; None -> cut before the last child
+            that contains an adaptive (global) pooling layer, or before the last child when none does.
+    """
+    first = _first_conv(model)
+    if first is not None and first[2].in_channels != n_in:
+        _adapt_first_conv(model, n_in, pretrained)
+    if cut is None:
+        children = list(model.children())
+        pooled = [i for i, c in enumerate(children) if _has_global_pool(c)]
+        cut = pooled[-1] if pooled else len(children) - 1
+    if isinstance(cut, int):
+        return nn.Sequential(*list(model.children())[:cut])
+    if callable(cut):
+        return cut(model)
+    raise TypeError(f"cut must be an int, a callable or None; got {type(cut).__name__} ({cut!r}).")
+
+
+def num_features_model(m: nn.Module) -> int:
+    """Return the number of channels (or features) `m` outputs, found with a dummy forward pass."""
+    if isinstance(getattr(m, "num_features", None), int):
+        return m.num_features
+    first = _first_conv(m)
+    n_in = first[2].in_channels if first is not None else 3
+    was_training = m.training
+    m.eval()
+    errors = []
+    try:
+        for size in (32, 64, 128, 256, 512, 1024, 2048):
+            try:
+                with torch.no_grad():
+                    p = next(m.parameters(), None)
+                    x = torch.zeros(1, n_in, size, size, device=p.device if p is not None else None)
+                    return int(m(x).shape[1])
+            except Exception as e:  # a too-small input fails inside the model; try a larger one
+                errors.append(f"{size}px: {e}")
+    finally:
+        m.train(was_training)
+    raise RuntimeError(
+        f"Could not find the output width of {type(m).__name__} with dummy inputs of 32 to 2048 px "
+        f"({errors[-1]}). Pass `cut=` to cut the model where it returns a feature map."
+    )
+
+
+class ViTBody(nn.Module):
+    """The encoder of a torchvision `VisionTransformer`, returning the class token (N x hidden_dim)."""
+
+    def __init__(self, vit: nn.Module):
+        super().__init__()
+        self.conv_proj, self.encoder, self.class_token = vit.conv_proj, vit.encoder, vit.class_token
+        self.patch_size, self.image_size, self.num_features = vit.patch_size, vit.image_size, vit.hidden_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Embed patches, prepend the class token, run the encoder and return the class token."""
+        n, _, h, w = x.shape
+        if h != self.image_size or w != self.image_size:
+            raise ValueError(
+                f"This ViT body expects {self.image_size}x{self.image_size} images, got {h}x{w}. "
+                f"Resize to {self.image_size} or build the model with arch_kwargs={{'image_size': {h}}}."
+            )
+        x = self.conv_proj(x).reshape(n, self.num_features, -1).permute(0, 2, 1)
+        x = torch.cat([self.class_token.expand(n, -1, -1), x], dim=1)
+        return self.encoder(x)[:, 0]
+
+
+class TinyVGG(nn.Module):
+    """The CNN Explainer TinyVGG: two conv-ReLU-conv-ReLU-maxpool blocks, then a linear classifier.
+
+    Args:
+        n_in: input channels (1).
+        n_out: number of classes (10).
+        hidden: channels of every conv (10).
+        img_size: input height/width, which fixes the classifier's input size (28).
+    """
+
+    def __init__(self, n_in: int = 1, n_out: int = 10, hidden: int = 10, img_size: int = 28):
+        super().__init__()
+        self.init_kwargs = {"n_in": n_in, "n_out": n_out, "hidden": hidden, "img_size": img_size}
+
+        def block(ni: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(ni, hidden, 3, padding=1), nn.ReLU(), nn.Conv2d(hidden, hidden, 3, padding=1),
+                nn.ReLU(), nn.MaxPool2d(2),
+            )  # fmt: skip
+
+        self.block1, self.block2 = block(n_in), block(hidden)
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(hidden * (img_size // 4) ** 2, n_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return class logits for a batch N x n_in x img_size x img_size."""
+        return self.classifier(self.block2(self.block1(x)))
+
+
+def _conv_bn(ni: int, nf: int, stride: int = 1, relu: bool = True, zero_bn: bool = False) -> nn.Sequential:
+    bn = nn.BatchNorm2d(nf)
+    if zero_bn:
+        nn.init.zeros_(bn.weight)
+    layers = [nn.Conv2d(ni, nf, 3, stride=stride, padding=1, bias=False), bn]
+    return nn.Sequential(*layers, nn.ReLU(inplace=True)) if relu else nn.Sequential(*layers)
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, ni: int, nf: int, stride: int):
+        super().__init__()
+        self.convs = nn.Sequential(_conv_bn(ni, nf, stride), _conv_bn(nf, nf, relu=False, zero_bn=True))
+        shortcut: list[nn.Module] = [nn.AvgPool2d(2, ceil_mode=True)] if stride != 1 else []
+        if ni != nf:
+            shortcut += [nn.Conv2d(ni, nf, 1, bias=False), nn.BatchNorm2d(nf)]
+        self.shortcut = nn.Sequential(*shortcut)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.convs(x) + self.shortcut(x))
+
+
+class ResNetSmall(nn.Sequential):
+    """A small ResNet for 28-64 px images: 3x3 stem, one stage per width (stride 2 after the first).
+
+    Children: stem, one stage per width, AdaptiveAvgPool2d, Flatten, Linear. Residual branches end
+    with a zero-initialised BatchNorm, so every block starts as the identity.
+    """
+
+    def __init__(
+        self, n_in: int = 3, n_out: int = 10, widths: Sequence[int] = (32, 64, 128), depth: int = 1,
+        stem_stride: int = 1,
+    ):  # fmt: skip
+        layers: list[nn.Module] = [_conv_bn(n_in, widths[0], stride=stem_stride)]
+        ni = widths[0]
+        for i, nf in enumerate(widths):
+            blocks = [
+                _ResBlock(ni if j == 0 else nf, nf, 2 if (i > 0 and j == 0) else 1) for j in range(depth)
+            ]
+            layers.append(nn.Sequential(*blocks))
+            ni = nf
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(ni, n_out)]
+        super().__init__(*layers)
+        self.init_kwargs = {"n_in": n_in, "n_out": n_out, "widths": list(widths), "depth": depth,
+                            "stem_stride": stem_stride}  # fmt: skip
+
+
+def resnet_small(
+    n_in: int = 3,
+    n_out: int = 10,
+    widths: Sequence[int] = (32, 64, 128),
+    depth: int = 1,
+    stem_stride: int = 1,
+) -> ResNetSmall:
+    """Build a `ResNetSmall` (fast on CPU, for Fashion-MNIST / CIFAR-sized images)."""
+    return ResNetSmall(n_in, n_out, widths, depth, stem_stride)
+
+
+# ---- parameter groups --------------------------------------------------------------------------
+
+
+def _params(mods: Iterable[nn.Module | nn.Parameter]) -> list[nn.Parameter]:
+    out: list[nn.Parameter] = []
+    for m in mods:
+        out += [m] if isinstance(m, nn.Parameter) else list(m.parameters())
+    return out
+
+
+def _groups(model: nn.Module, *groups: Iterable[nn.Module | nn.Parameter]) -> list[list[nn.Parameter]]:
+    """Turn module lists into parameter groups; parameters no group names go to the first group."""
+    seen: set[int] = set()
+    out = []
+    for g in groups:
+        ps = [p for p in _params(g) if id(p) not in seen]
+        seen.update(id(p) for p in ps)
+        out.append(ps)
+    out[0] = [p for p in model.parameters() if id(p) not in seen] + out[0]
+    return [g for g in out if g]
+
+
+def _body_head(model: nn.Module) -> tuple[nn.Module, list[nn.Module]]:
+    children = list(model.children())
+    if isinstance(model, nn.Sequential) and len(children) == 2:
+        return children[0], [children[1]]
+    return nn.Sequential(*children[:-1]), children[-1:]
+
+
+def default_split(model: nn.Module) -> list[list[nn.Parameter]]:
+    """Split `Sequential(body, head)` into 3 groups: first half of the body, second half, head."""
+    body, head = _body_head(model)
+    mods = list(body.children())
+    while len(mods) < 4 and any(next(m.children(), None) is not None for m in mods):
+        mods = [c for m in mods for c in (list(m.children()) or [m])]
+    k = max(1, len(mods) // 2)
+    return _groups(model, mods[:k], mods[k:], head)
+
+
+def _split_at(k: int, inner: bool) -> Callable[[nn.Module], list[list[nn.Parameter]]]:
+    """Split at child `k` of the body (`inner`: of the body's first child) / the rest / the head."""
+
+    def split(m: nn.Module) -> list[list[nn.Parameter]]:
+        body, head = m[0], m[1]
+        seq = body[0] if inner else body
+        rest = [seq[k:], *body[1:]] if inner else [seq[k:]]
+        return _groups(m, [seq[:k]], rest, [head])
+
+    return split
+
+
+def _regnet_split(m: nn.Module) -> list[list[nn.Parameter]]:
+    stem, trunk = m[0][0], m[0][1]
+    return _groups(m, [stem, trunk[:2]], [trunk[2:]], [m[1]])
+
+
+def _vit_split(m: nn.Module) -> list[list[nn.Parameter]]:
+    body, head = m[0], m[1]
+    layers, k = body.encoder.layers, len(body.encoder.layers) // 2
+    return _groups(m, [body.conv_proj, body.class_token, body.encoder.pos_embedding, layers[:k]],
+                   [layers[k:], body.encoder.ln], [head])  # fmt: skip
+
+
+def _densenet_cut(model: nn.Module) -> nn.Module:
+    return nn.Sequential(model.features, nn.ReLU(inplace=True))  # torchvision applies this ReLU in forward
+
+
+@dataclass
+class ArchMeta:
+    """How to turn an architecture into `Sequential(body, head)`.
+
+    Args:
+        cut: where to cut the classifier off (see `create_body`); None for the automatic cut.
+        split: `split(model) -> list of parameter lists` (stem-ish / body / head).
+        stats: name of the normalisation stats in `fastvision.vision.lighting` ('imagenet_stats') or None.
+        source: 'torchvision' (built with `weights=`), 'fastvision' (built with `n_in`, `n_out`, no
+            pretrained weights) or 'user'.
+        builder: the function that builds the network (looked up for name strings).
+    """
+
+    cut: int | Callable | None = None
+    split: Callable[[nn.Module], list[list[nn.Parameter]]] = default_split
+    stats: str | None = None
+    source: str = "user"
+    builder: Callable[..., nn.Module] | None = field(default=None, repr=False)
+
+    @property
+    def norm_stats(self) -> tuple[list[float], list[float]] | None:
+        """The (mean, std) lists this architecture was trained with, or None."""
+        if self.stats is None:
+            return None
+        from . import lighting
+
+        return getattr(lighting, self.stats)
+
+
+def _tv(cut: int | Callable | None = None, split: Callable = default_split) -> dict[str, Any]:
+    return {"cut": cut, "split": split, "stats": "imagenet_stats", "source": "torchvision"}
+
+
+model_meta: dict[str, ArchMeta] = {}  # add entries for your own architectures (key: function name)
+for _names, _kw in [
+    ("resnet18 resnet34 resnet50 resnet101 resnet152 resnext50_32x4d resnext101_32x8d resnext101_64x4d "
+     "wide_resnet50_2 wide_resnet101_2", _tv(-2, _split_at(6, inner=False))),
+    ("densenet121 densenet161 densenet169 densenet201", _tv(_densenet_cut, _split_at(7, inner=True))),
+    ("vgg11_bn vgg13_bn vgg16_bn vgg19_bn", _tv(-2, _split_at(22, inner=True))),
+    ("alexnet", _tv(-2, _split_at(6, inner=True))),
+    ("squeezenet1_0 squeezenet1_1", _tv(-1, _split_at(5, inner=True))),
+    ("mobilenet_v2", _tv(-1)),
+    ("mobilenet_v3_small mobilenet_v3_large efficientnet_v2_s efficientnet_v2_m efficientnet_v2_l "
+     "convnext_tiny convnext_small convnext_base convnext_large "
+     + " ".join(f"efficientnet_b{i}" for i in range(8)), _tv(-2)),
+    (" ".join(n for n in tvm.list_models(module=tvm) if n.startswith("regnet_")), _tv(-2, _regnet_split)),
+    ("vit_b_16 vit_b_32 vit_l_16 vit_l_32 vit_h_14", _tv(ViTBody, _vit_split)),
+]:  # fmt: skip
+    for _n in _names.split():
+        model_meta[_n] = ArchMeta(builder=getattr(tvm, _n), **_kw)
+model_meta["tinyvgg"] = ArchMeta(-1, _split_at(1, inner=False), None, "fastvision", TinyVGG)
+model_meta["resnet_small"] = ArchMeta(-3, _split_at(2, inner=False), None, "fastvision", resnet_small)
+
+
+def arch_meta(arch: str | Callable) -> tuple[str, ArchMeta]:
+    """Return `(name, meta)` for an architecture function or name; unknown ones get an automatic meta.
+
+    Torchvision classification models missing from the registry get the automatic cut, `default_split`
+    and ImageNet stats.
+    """
+    name = arch if isinstance(arch, str) else getattr(arch, "__name__", type(arch).__name__)
+    key = name if name in model_meta else name.lower()
+    if key in model_meta:
+        meta = model_meta[key]
+        builder = meta.builder if isinstance(arch, str) else arch
+        return key, ArchMeta(meta.cut, meta.split, meta.stats, meta.source, builder)
+    if name in tvm.list_models(module=tvm) and (isinstance(arch, str) or arch is getattr(tvm, name, None)):
+        return name, ArchMeta(**_tv(), builder=tvm.get_model_builder(name))
+    if isinstance(arch, str):
+        raise ValueError(
+            f"Unknown architecture name {arch!r}. Known names: {sorted(model_meta)[:8]}... "
+            f"({len(model_meta)} registered) and every torchvision classification model. "
+            "Pass the model function itself for other architectures."
+        )
+    return name, ArchMeta(builder=arch)

@@ -1,0 +1,186 @@
+import pytest
+import torch
+import torchvision.models as tvm
+from torch import nn
+
+from fastvision.vision.learner import create_vision_model
+from fastvision.vision.models import (
+    AdaptiveConcatPool2d,
+    ResNetSmall,
+    SigmoidRange,
+    TinyVGG,
+    apply_init,
+    arch_meta,
+    create_body,
+    create_head,
+    default_split,
+    num_features_model,
+    resnet_small,
+)
+
+# (arch, arch_kwargs): one per family; the cheap ones run by default, the big ones are marked slow.
+FAST = [
+    ("resnet18", {}),
+    ("mobilenet_v3_large", {}),
+    ("efficientnet_b0", {}),
+    ("squeezenet1_1", {}),
+    ("shufflenet_v2_x0_5", {}),  # not in the registry: automatic cut and split
+    ("vit_b_16", {"image_size": 32}),
+    ("tinyvgg", {}),
+    ("resnet_small", {}),
+]
+SLOW = [
+    "regnet_y_400mf",
+    "resnet50",
+    "resnext50_32x4d",
+    "wide_resnet50_2",
+    "densenet121",
+    "vgg16_bn",
+    "convnext_tiny",
+]
+FAMILIES = FAST + [pytest.param(a, {}, marks=pytest.mark.slow) for a in SLOW]
+
+
+def _check_groups(model: nn.Module, groups: list) -> None:
+    ids = [id(p) for g in groups for p in g]
+    assert len(ids) == len(set(ids)), "a parameter is in two groups"
+    assert set(ids) == {id(p) for p in model.parameters()}, "a parameter is in no group"
+
+
+@pytest.mark.parametrize("arch,kw", FAMILIES)
+def test_every_family_builds_and_runs(arch, kw):
+    model = create_vision_model(arch, 5, pretrained=False, arch_kwargs=kw)
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 32, 32))
+    assert out.shape == (2, 5)
+    groups = arch_meta(arch)[1].split(model)
+    assert len(groups) == 3
+    _check_groups(model, groups)
+    assert model.arch_spec["arch"] == arch
+
+
+def test_resnet18_groups_match_fastai():
+    model = create_vision_model(tvm.resnet18, 37, pretrained=False)
+    assert [len(g) for g in arch_meta(tvm.resnet18)[1].split(model)] == [30, 30, 6]
+    assert num_features_model(model[0]) == 512
+
+
+def test_create_head_default_structure():
+    head = create_head(512, 37)
+    types = [type(m).__name__ for m in head]
+    assert types == ["AdaptiveConcatPool2d", "Flatten", "BatchNorm1d", "Dropout", "Linear", "ReLU", "BatchNorm1d",
+                     "Dropout", "Linear"]  # fmt: skip
+    assert (head[2].num_features, head[4].in_features, head[4].out_features, head[8].out_features) == (
+        1024,
+        1024,
+        512,
+        37,
+    )
+    assert head[4].bias is None and head[8].bias is None
+    assert [head[3].p, head[7].p] == [0.25, 0.5]
+    assert torch.all(head[2].weight == 1) and torch.allclose(head[2].bias, torch.full((1024,), 1e-3))
+
+
+def test_create_head_options():
+    head = create_head(
+        64, 3, lin_ftrs=[32], ps=0.0, concat_pool=False, first_bn=False, bn_final=True, y_range=(0, 5)
+    )
+    types = [type(m).__name__ for m in head]
+    assert types == [
+        "AdaptiveAvgPool2d",
+        "Flatten",
+        "Linear",
+        "ReLU",
+        "BatchNorm1d",
+        "Linear",
+        "BatchNorm1d",
+        "SigmoidRange",
+    ]
+    assert head[2].bias is not None and head[5].bias is None and head[6].momentum == 0.01
+    out = head.eval()(torch.randn(4, 64, 3, 3))
+    assert out.shape == (4, 3) and out.min() >= 0 and out.max() <= 5
+    lin_first = create_head(64, 3, lin_first=True)
+    assert [type(m).__name__ for m in lin_first][2:] == [
+        "Dropout",
+        "Linear",
+        "ReLU",
+        "BatchNorm1d",
+        "Dropout",
+        "Linear",
+    ]
+    assert lin_first[-1].bias is not None
+    assert [type(m).__name__ for m in create_head(64, 3, pool=False)][0] == "BatchNorm1d"
+
+
+def test_create_head_rejects_wrong_number_of_dropouts():
+    with pytest.raises(ValueError, match="3 dropout values"):
+        create_head(64, 3, ps=[0.1, 0.2, 0.3])
+
+
+def test_adaptive_concat_pool_is_max_then_avg():
+    x = torch.arange(8.0).view(1, 2, 2, 2)
+    out = AdaptiveConcatPool2d()(x).view(-1)
+    assert out.tolist() == [3.0, 7.0, 1.5, 5.5]
+    assert torch.allclose(SigmoidRange(2, 4)(torch.zeros(1)), torch.tensor([3.0]))
+
+
+@pytest.mark.parametrize("n_in", [1, 2, 4])
+def test_create_body_adapts_first_conv(n_in):
+    model = tvm.resnet18()
+    w = model.conv1.weight.detach().clone()
+    body = create_body(model, n_in=n_in, pretrained=True, cut=-2)
+    new = body[0].weight.detach()
+    assert new.shape == (64, n_in, 7, 7)
+    expected = {1: w.sum(1, keepdim=True), 2: w[:, :2] * 1.5, 4: torch.cat([w, torch.zeros(64, 1, 7, 7)], 1)}[
+        n_in
+    ]
+    assert torch.allclose(new, expected)
+    assert body.eval()(torch.rand(1, n_in, 32, 32)).shape == (1, 512, 1, 1)
+
+
+def test_create_body_cuts():
+    assert len(create_body(tvm.resnet18(), cut=-2)) == 8
+    assert len(create_body(tvm.resnet18())) == 8  # automatic: before avgpool
+    assert isinstance(create_body(tvm.resnet18(), cut=lambda m: m.layer1), nn.Sequential)
+    assert len(create_body(TinyVGG())) == 2  # no global pooling: drop the last child
+    with pytest.raises(TypeError, match="cut must be"):
+        create_body(tvm.resnet18(), cut="layer4")
+
+
+def test_apply_init_skips_norm_layers():
+    head = create_head(8, 2, lin_ftrs=[4])
+    for p in head.parameters():
+        nn.init.constant_(p, 0.7)
+    apply_init(head, nn.init.kaiming_normal_)
+    assert torch.all(head[2].weight == 0.7)  # BatchNorm untouched
+    assert not torch.all(head[4].weight == 0.7)  # Linear re-initialised
+
+
+def test_tinyvgg_and_resnet_small_work_directly():
+    x28 = torch.rand(3, 1, 28, 28)
+    assert TinyVGG()(x28).shape == (3, 10)
+    assert TinyVGG(n_in=3, n_out=4, hidden=8, img_size=64)(torch.rand(2, 3, 64, 64)).shape == (2, 4)
+    net = resnet_small(n_in=1, n_out=10, widths=(8, 16))
+    assert isinstance(net, ResNetSmall) and net(x28).shape == (3, 10)
+    assert net.init_kwargs["widths"] == [8, 16]
+    groups = default_split(net)
+    _check_groups(net, groups)
+
+
+def test_arch_meta_lookup():
+    assert arch_meta("resnet34")[1].builder is tvm.resnet34
+    assert arch_meta(tvm.resnet34)[1].norm_stats[0] == [0.485, 0.456, 0.406]
+    assert arch_meta("TinyVGG")[0] == "tinyvgg"
+
+    def my_net():
+        return nn.Sequential(
+            nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+        )
+
+    name, meta = arch_meta(my_net)
+    assert (name, meta.source, meta.stats, meta.cut) == ("my_net", "user", None, None)
+    model = create_vision_model(my_net, 3, pretrained=False)
+    assert model(torch.rand(2, 3, 16, 16)).shape == (2, 3)
+    with pytest.raises(ValueError, match="Unknown architecture name 'resnet19'"):
+        arch_meta("resnet19")
