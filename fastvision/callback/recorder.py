@@ -1,0 +1,278 @@
+"""`Recorder`: losses, metrics, learning rates and timings of a fit, kept on the device and read once per epoch."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .core import Callback
+
+__all__ = ["Recorder", "format_time"]
+
+
+def format_time(t: float) -> str:
+    """Format seconds as `mm:ss` (or `h:mm:ss`)."""
+    t = int(t)
+    h, m, s = t // 3600, (t // 60) % 60, t % 60
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def _to_float(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return v.item() if v.numel() == 1 else v.tolist()
+    return v
+
+
+def _batch_size(learn: Any) -> int:
+    b = learn.yb[0] if learn.yb else learn.xb[0]
+    return b.shape[0] if hasattr(b, "shape") and len(b.shape) else len(b)
+
+
+class _SmoothLoss:
+    """Exponential moving average of the training loss, debiased: `v = beta*v + (1-beta)*loss`, shown `v/(1-beta**n)`."""
+
+    name = "train_loss"
+
+    def __init__(self, beta: float = 0.98) -> None:
+        self.beta = beta
+        self.reset()
+
+    def reset(self) -> None:
+        self.count, self.val = 0, None
+
+    def accumulate(self, learn: Any) -> None:
+        loss = learn.loss.detach().float().mean()
+        self.count += 1
+        self.val = loss * (1 - self.beta) if self.val is None else torch.lerp(loss, self.val, self.beta)
+
+    @property
+    def value(self) -> Any:
+        return self.val / (1 - self.beta**self.count) if self.count else None
+
+
+class _AvgLoss:
+    """Batch-size weighted mean of the loss over a pass."""
+
+    name = "loss"
+
+    def reset(self) -> None:
+        self.total, self.count = 0.0, 0
+
+    def accumulate(self, learn: Any) -> None:
+        bs = _batch_size(learn)
+        self.total = self.total + learn.loss.detach().float().mean() * bs
+        self.count += bs
+
+    @property
+    def value(self) -> Any:
+        return self.total / self.count if self.count else None
+
+
+class Recorder(Callback):
+    """Record the smoothed train loss, valid loss, metrics, lrs and epoch times; send each epoch row to `learn.logger`.
+
+    Per training batch it appends the last group's lr to `lrs` and the smoothed loss to `losses`
+    (device tensors turned into floats in one read per epoch) and sets `learn.smooth_loss`. Each
+    epoch `learn.final_record = [train_loss, valid_loss, *metrics]` is appended to `values`, and
+    `[epoch, *final_record, time]` is passed to `learn.logger`. A run that is not a fit
+    (`validate`, `get_preds`) computes `final_record` but leaves the history alone.
+
+    Args:
+        add_time: add the epoch time column (True).
+        train_metrics: also compute the metrics on the training set (False).
+        valid_metrics: compute them on the validation set (True).
+        beta: smoothing of the train loss (0.98).
+    """
+
+    order = 50
+
+    def __init__(
+        self,
+        add_time: bool = True,
+        train_metrics: bool = False,
+        valid_metrics: bool = True,
+        beta: float = 0.98,
+    ) -> None:
+        self.add_time, self.train_metrics, self.valid_metrics = add_time, train_metrics, valid_metrics
+        self.smooth_loss = _SmoothLoss(beta)
+        self.loss = _AvgLoss()
+        self.lrs: list[float] = []
+        self._losses: list[Any] = []
+        self.iters: list[int] = []
+        self.values: list[list[Any]] = []
+        self.hps: dict[str, list[Any]] = {}
+        self.log: list[Any] = []
+
+    @property
+    def losses(self) -> list[float]:
+        """Smoothed training loss of every batch of the last fit (floats)."""
+        self._flush()
+        return self._losses
+
+    def _flush(self) -> None:
+        pending = [i for i, v in enumerate(self._losses) if isinstance(v, torch.Tensor)]
+        if pending:
+            vals = torch.stack([self._losses[i] for i in pending]).tolist()
+            for i, v in zip(pending, vals):
+                self._losses[i] = v
+
+    @property
+    def metric_names(self) -> list[str]:
+        """Column names: `['epoch', 'train_loss', ('train_<m>'...), 'valid_loss', ('valid_<m>'...), 'time']`."""
+        ms = [m.name for m in self.learn.metrics] if self.learn is not None else []
+        names = ["train_loss"] + ([f"train_{n}" for n in ms] if self.train_metrics else [])
+        names += ["valid_loss"] + (
+            [f"valid_{n}" if self.train_metrics else n for n in ms] if self.valid_metrics else []
+        )
+        return ["epoch", *names] + (["time"] if self.add_time else [])
+
+    def _fitting(self) -> bool:
+        return getattr(self.learn, "mode", "fit") == "fit"
+
+    def before_fit(self) -> None:
+        """Reset the history (only for a fit) and the smoothed loss."""
+        if not self._fitting():
+            return
+        self.lrs, self._losses, self.iters, self.values, self.hps = [], [], [], [], {}
+        self.smooth_loss.reset()
+        self.learn.smooth_loss = torch.tensor(float("nan"))
+
+    def before_epoch(self) -> None:
+        """Start the epoch timer and row."""
+        self.start_epoch = time.perf_counter()
+        self.log = [getattr(self.learn, "epoch", 0)]
+        self._has_values = False
+
+    def before_train(self) -> None:
+        """Reset the training metrics (not the smoothed loss: it runs across epochs)."""
+        for m in self._train_mets[1:]:
+            m.reset()
+
+    def before_validate(self) -> None:
+        """Reset the validation metrics."""
+        for m in self._valid_mets:
+            m.reset()
+
+    @property
+    def _train_mets(self) -> list[Any]:
+        return [self.smooth_loss] + (list(self.learn.metrics) if self.train_metrics else [])
+
+    @property
+    def _valid_mets(self) -> list[Any]:
+        return [self.loss] + (list(self.learn.metrics) if self.valid_metrics else [])
+
+    def after_batch(self) -> None:
+        """Accumulate losses and metrics on the device (no host sync)."""
+        learn = self.learn
+        if not learn.yb or learn.loss is None:
+            return
+        if learn.training:
+            self.smooth_loss.accumulate(learn)
+            for m in learn.metrics if self.train_metrics else ():
+                m.accumulate(learn)
+            self.lrs.append(learn.opt.param_groups[-1]["lr"])
+            learn.smooth_loss = self.smooth_loss.value
+            self._losses.append(learn.smooth_loss)
+        else:
+            for m in self._valid_mets:
+                m.accumulate(learn)
+
+    def after_train(self) -> None:
+        """Read the training columns (one host read)."""
+        self.log += [_to_float(m.value) for m in self._train_mets]
+        self._has_values = True
+
+    def after_validate(self) -> None:
+        """Read the validation columns."""
+        self.log += [_to_float(m.value) for m in self._valid_mets]
+        self._has_values = True
+
+    def after_epoch(self) -> None:
+        """Store `final_record`, then log `[epoch, *values, time]` (fits only)."""
+        self.learn.final_record = self.log[1:]
+        if not self._fitting() or not self._has_values:
+            return  # validate/get_preds, or an epoch cancelled before any phase ran
+        self._flush()
+        self.values.append(self.learn.final_record)
+        row = list(self.log)
+        if self.add_time:
+            row.append(format_time(time.perf_counter() - self.start_epoch))
+        self.learn.logger(row)
+        self.iters.append(self.smooth_loss.count)
+
+    def after_fit(self) -> None:
+        """Turn the remaining device values into floats."""
+        self._flush()
+
+    # ---- plots -------------------------------------------------------------------------------------
+    def plot_loss(
+        self,
+        skip_start: int = 5,
+        with_valid: bool = True,
+        log: bool = False,
+        show_epochs: bool = False,
+        ax: Any = None,
+    ) -> Any:
+        """Plot the smoothed training loss per batch and the validation loss at each epoch end."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            ax = plt.subplots()[1]
+        losses = self.losses
+        ax.plot(range(skip_start, len(losses)), losses[skip_start:], label="train")
+        if show_epochs:
+            for x in self.iters:
+                ax.axvline(x, color="grey", ls=":")
+        if with_valid:
+            col = self.metric_names.index("valid_loss") - 1
+            idx = [i for i, v in enumerate(self.values) if len(v) > col and v[col] is not None]
+            ax.plot([self.iters[i] for i in idx], [self.values[i][col] for i in idx], label="valid")
+            ax.legend()
+        if log:
+            ax.set_yscale("log")
+        ax.set_xlabel("batch")
+        ax.set_ylabel("loss")
+        return ax
+
+    def plot_sched(
+        self, keys: Sequence[str] | None = None, figsize: tuple[float, float] | None = None
+    ) -> Any:
+        """Plot the scheduled hyper-parameters recorded by the last `ParamScheduler` (`hps`)."""
+        import matplotlib.pyplot as plt
+
+        keys = list(self.hps) if keys is None else list(keys)
+        if not keys:
+            raise ValueError(
+                "No scheduled hyper-parameters recorded; run `fit_one_cycle` (or another schedule) first."
+            )
+        fig, axs = plt.subplots(len(keys), 1, figsize=figsize or (6, 3 * len(keys)), squeeze=False)
+        for k, ax in zip(keys, axs[:, 0]):
+            ax.plot(self.hps[k])
+            ax.set_ylabel(k)
+        return fig
+
+    def plot_lr_find(
+        self, skip_end: int = 5, suggestions: Any = None, points: Sequence[tuple[float, float]] | None = None
+    ) -> Any:
+        """Plot loss against lr (log x); mark each suggestion at its `points` (x, y)."""
+        import matplotlib.pyplot as plt
+
+        lrs, losses = np.asarray(self.lrs, dtype=float), np.asarray(self.losses, dtype=float)
+        if skip_end and len(lrs) > skip_end:
+            lrs, losses = lrs[:-skip_end], losses[:-skip_end]
+        fig, ax = plt.subplots()
+        ax.plot(lrs, losses)
+        ax.set_xscale("log")
+        ax.set_xlabel("Learning Rate")
+        ax.set_ylabel("Loss")
+        if suggestions is not None:
+            if points is None and len(lrs):  # mark each suggestion on the curve
+                points = [(v, float(np.interp(np.log10(v), np.log10(lrs), losses))) for v in suggestions]
+            for name, val, (x, y) in zip(suggestions._fields, suggestions, points or []):
+                ax.plot(x, y, "o", label=f"{name}: {val:.2e}")
+            ax.legend(loc="best")
+        return fig

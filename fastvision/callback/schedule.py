@@ -1,0 +1,483 @@
+"""Hyper-parameter schedules as pure functions of position, `ParamScheduler`, the fit policies and `lr_find`.
+
+A schedule maps `pos` in [0, 1] (the fraction of all training batches of the fit done so far) to a
+value; `start`/`end` may be numpy arrays to give one value per parameter group. The `fit_*`
+functions here are what `Learner.fit_one_cycle`, `fit_flat_cos`, `fit_sgdr`, `fine_tune` and
+`lr_find` run.
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import math
+import random
+from collections import namedtuple
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..optimizer import get_hyper, set_hyper
+from .core import Callback, CancelFitException, CancelValidException, _listify
+
+__all__ = [
+    "sched_lin",
+    "sched_cos",
+    "sched_no",
+    "sched_exp",
+    "SchedLin",
+    "SchedCos",
+    "SchedNo",
+    "SchedExp",
+    "SchedPoly",
+    "combine_scheds",
+    "combined_cos",
+    "ParamScheduler",
+    "LRFinder",
+    "minimum",
+    "steep",
+    "valley",
+    "slide",
+    "SuggestedLRs",
+]
+
+Sched = Callable[[float], Any]
+
+
+def sched_lin(start: Any, end: Any, pos: float) -> Any:
+    """Linear from `start` to `end`."""
+    return start + pos * (end - start)
+
+
+def sched_cos(start: Any, end: Any, pos: float) -> Any:
+    """Half-cosine from `start` to `end`: `start + (1 + cos(pi*(1-pos))) * (end-start) / 2`."""
+    return start + (1 + math.cos(math.pi * (1 - pos))) * (end - start) / 2
+
+
+def sched_no(start: Any, end: Any, pos: float) -> Any:
+    """Constant `start`."""
+    return start
+
+
+def sched_exp(start: Any, end: Any, pos: float) -> Any:
+    """Exponential from `start` to `end`: `start * (end/start) ** pos`."""
+    return start * (end / start) ** pos
+
+
+def SchedLin(start: Any, end: Any) -> Sched:  # noqa: N802 - fastai's public name
+    """Return `pos -> sched_lin(start, end, pos)`."""
+    return partial(sched_lin, start, end)
+
+
+def SchedCos(start: Any, end: Any) -> Sched:  # noqa: N802
+    """Return `pos -> sched_cos(start, end, pos)`."""
+    return partial(sched_cos, start, end)
+
+
+def SchedNo(start: Any, end: Any = None) -> Sched:  # noqa: N802
+    """Return `pos -> start`."""
+    return partial(sched_no, start, end)
+
+
+def SchedExp(start: Any, end: Any) -> Sched:  # noqa: N802
+    """Return `pos -> sched_exp(start, end, pos)`."""
+    return partial(sched_exp, start, end)
+
+
+def _poly(start: Any, end: Any, power: float, pos: float) -> Any:
+    return start + (end - start) * pos**power
+
+
+def SchedPoly(start: Any, end: Any, power: float) -> Sched:  # noqa: N802
+    """Return `pos -> start + (end - start) * pos ** power`."""
+    return partial(_poly, start, end, power)
+
+
+def _combined(bounds: list[float], scheds: list[Sched], pos: float) -> Any:
+    i = max(0, min(len(scheds) - 1, bisect.bisect_right(bounds, pos) - 1))
+    width = bounds[i + 1] - bounds[i]
+    return scheds[i]((pos - bounds[i]) / width if width > 0 else 1.0)
+
+
+def combine_scheds(pcts: Sequence[float], scheds: Sequence[Sched]) -> Sched:
+    """Chain `scheds`, the i-th running over a fraction `pcts[i]` of the position (`pcts` sums to 1)."""
+    if len(pcts) != len(scheds):
+        raise ValueError(
+            f"combine_scheds got {len(pcts)} pcts for {len(scheds)} schedules; pass one per schedule."
+        )
+    if abs(sum(pcts) - 1) > 1e-6 or any(p < 0 for p in pcts):
+        raise ValueError(f"combine_scheds pcts must be non-negative and sum to 1, got {list(pcts)}.")
+    bounds = [0.0, *np.cumsum(pcts).tolist()]
+    bounds[-1] = 1.0
+    return partial(_combined, bounds, list(scheds))
+
+
+def combined_cos(pct: float, start: Any, middle: Any, end: Any) -> Sched:
+    """Cosine from `start` to `middle` over the first `pct` of the position, then cosine to `end`."""
+    return combine_scheds([pct, 1 - pct], [SchedCos(start, middle), SchedCos(middle, end)])
+
+
+class ParamScheduler(Callback):
+    """Set each scheduled hyper-parameter from `pct_train` before every training batch and record it.
+
+    Args:
+        scheds: `{'lr': sched, 'mom': sched, ...}`; a schedule may return an array (one value per group).
+    """
+
+    order, run_valid = 60, False
+
+    def __init__(self, scheds: dict[str, Sched]) -> None:
+        self.scheds = scheds
+
+    def before_fit(self) -> None:
+        """Start empty per-batch records (`hps`)."""
+        self.hps: dict[str, list[Any]] = {k: [] for k in self.scheds}
+
+    def before_batch(self) -> None:
+        """Set every hyper-parameter for the current position."""
+        self._update_val(self.learn.pct_train)
+
+    def _update_val(self, pct: float) -> None:
+        for name, f in self.scheds.items():
+            set_hyper(self.learn.opt, name, f(pct))
+
+    def after_batch(self) -> None:
+        """Record the last group's value of each hyper-parameter."""
+        for name in self.scheds:
+            self.hps[name].append(get_hyper(self.learn.opt, name)[-1])
+
+    def after_fit(self) -> None:
+        """Hand the records to the Recorder (`learn.recorder.hps`)."""
+        rec = getattr(self.learn, "recorder", None)
+        if rec is not None and hasattr(self, "hps"):
+            rec.hps = self.hps
+
+
+def _snapshot(obj: Any) -> Any:
+    """Deep copy with every tensor cloned to the CPU (nothing written to disk)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_snapshot(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
+def _rng_state(learn: Any) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "random": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    gens = [getattr(dl, "generator", None) for dl in (learn.dls.train, learn.dls.valid)]
+    state["gens"] = [(g, g.get_state()) for g in gens if isinstance(g, torch.Generator)]
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["random"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+    for g, s in state["gens"]:
+        g.set_state(s)
+
+
+class LRFinder(ParamScheduler):
+    """Raise the lr exponentially each batch; stop on divergence; restore everything afterwards, in memory.
+
+    `before_fit` snapshots the model state dict (weights and BatchNorm buffers), the optimizer state
+    and the torch/CUDA/python/numpy RNG states (plus the loaders' generators); `after_fit` restores
+    them, so `lr_find` leaves no trace on a later `fit`. Nothing is written to disk.
+
+    Args:
+        start_lr, end_lr: range (1e-7 to 10; lists give per-group ranges).
+        num_it: number of batches (at least 6).
+        stop_div: stop when the smoothed loss exceeds 4x the best one, or is not finite.
+    """
+
+    def __init__(
+        self, start_lr: Any = 1e-7, end_lr: Any = 10, num_it: int = 100, stop_div: bool = True
+    ) -> None:
+        if isinstance(start_lr, (list, tuple)):
+            start_lr, end_lr = np.array(start_lr, dtype=float), np.array(end_lr, dtype=float)
+        super().__init__({"lr": SchedExp(start_lr, end_lr)})
+        self.num_it, self.stop_div = max(num_it, 6), stop_div
+
+    def before_fit(self) -> None:
+        """Snapshot model, optimizer and RNG states."""
+        super().before_fit()
+        learn = self.learn
+        learn.in_lr_find = True
+        self._saved = {
+            "model": _snapshot(learn.model.state_dict()),
+            "opt": _snapshot(learn.opt.state_dict()),
+            "rng": _rng_state(learn),
+        }
+        self.best_loss = float("inf")
+
+    def before_batch(self) -> None:
+        """Set the lr for this iteration."""
+        self._update_val(self.learn.train_iter / self.num_it)
+
+    def after_batch(self) -> None:
+        """Track the best smoothed loss; stop when done or diverging (one host read per batch)."""
+        super().after_batch()
+        loss = float(self.learn.smooth_loss)
+        if not math.isfinite(loss):
+            if self.stop_div:
+                raise CancelFitException()
+        elif loss < self.best_loss:
+            self.best_loss = loss
+        if self.stop_div and loss > 4 * self.best_loss:
+            raise CancelFitException()
+        if self.learn.train_iter >= self.num_it:
+            raise CancelFitException()
+
+    def before_validate(self) -> None:
+        """Skip validation."""
+        raise CancelValidException()
+
+    def after_fit(self) -> None:
+        """Restore the snapshot (also after an error or interrupt)."""
+        learn, saved = self.learn, getattr(self, "_saved", None)
+        super().after_fit()
+        learn.in_lr_find = False
+        if saved is None:
+            return
+        learn.opt.zero_grad(set_to_none=True)
+        learn.model.load_state_dict(saved["model"])
+        learn.opt.load_state_dict(saved["opt"])
+        _set_rng_state(saved["rng"])
+        del self._saved
+
+
+def _nearest_loss(lrs: np.ndarray, losses: np.ndarray, lr: float) -> float:
+    return float(losses[int(np.argmin(np.abs(lrs - lr)))])
+
+
+def minimum(lrs: Any, losses: Any, num_it: int) -> tuple[float, tuple[float, float]]:
+    """Suggest a tenth of the lr at the minimum loss; returns `(lr, (x, y) marker)`."""
+    lrs, losses = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
+    lr_min = float(lrs[int(np.argmin(losses))])
+    return lr_min / 10, (lr_min, _nearest_loss(lrs, losses, lr_min))
+
+
+def steep(lrs: Any, losses: Any, num_it: int) -> tuple[float, tuple[float, float]]:
+    """Suggest the lr where the loss falls fastest against log(lr)."""
+    lrs, losses = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
+    if len(lrs) < 2:
+        return minimum(lrs, losses, num_it)
+    grads = (losses[1:] - losses[:-1]) / (np.log(lrs[1:]) - np.log(lrs[:-1]))
+    lr = float(lrs[int(np.argmin(grads))])
+    return lr, (lr, _nearest_loss(lrs, losses, lr))
+
+
+def valley(lrs: Any, losses: Any, num_it: int) -> tuple[float, tuple[float, float]]:
+    """Suggest the lr about half-way down the longest decreasing stretch of the loss curve."""
+    lrs, losses = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
+    n = len(losses)
+    max_start, max_end = 0, 0
+    lds = [1] * n
+    for i in range(1, n):
+        for j in range(i):
+            if losses[i] < losses[j] and lds[i] < lds[j] + 1:
+                lds[i] = lds[j] + 1
+            if lds[max_end] < lds[i]:
+                max_end = i
+                max_start = max_end - lds[max_end]
+    sections = (max_end - max_start) / 3
+    idx = max_start + int(sections) + int(sections / 2)
+    return float(lrs[idx]), (float(lrs[idx]), float(losses[idx]))
+
+
+def slide(
+    lrs: Any, losses: Any, num_it: int, lr_diff: int = 15, thresh: float = 0.005, adjust_value: float = 1.0
+) -> tuple[float, tuple[float, float]]:
+    """Suggest the lr where the loss gradient stops changing, scanning from the right (short runs are fine)."""
+    lrs, losses = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
+    if len(losses) < 3:
+        return minimum(lrs, losses, num_it)
+    lr_diff = min(lr_diff, len(losses) - 1)
+    loss_grad = np.gradient(losses)
+    r_idx, l_idx = -1, -1 - lr_diff
+    local_min_lr = lrs[l_idx]
+    while l_idx >= -len(losses) and abs(loss_grad[r_idx] - loss_grad[l_idx]) > thresh:
+        local_min_lr = lrs[l_idx]
+        r_idx -= 1
+        l_idx -= 1
+    suggestion = float(local_min_lr) * adjust_value
+    y = float(np.interp(np.log10(suggestion), np.log10(lrs), losses))
+    return suggestion, (suggestion, y)
+
+
+def SuggestedLRs(names: Sequence[str], values: Sequence[float]) -> tuple:  # noqa: N802
+    """Return a namedtuple `SuggestedLRs` with one field per suggestion function name."""
+    return namedtuple("SuggestedLRs", list(names))(*values)
+
+
+def suggest(
+    lrs: Sequence[float], losses: Sequence[float], num_it: int, funcs: Sequence[Callable]
+) -> tuple[tuple, list[tuple[float, float]]]:
+    """Apply suggestion `funcs` to the recorded curve: skip the first tenth and last 5 points, cut at non-finite."""
+    lrs_a, losses_a = np.asarray(lrs, dtype=float), np.asarray(losses, dtype=float)
+    cut = np.flatnonzero(~np.isfinite(losses_a))
+    if len(cut):
+        lrs_a, losses_a = lrs_a[: cut[0]], losses_a[: cut[0]]
+    lo, hi = num_it // 10, len(losses_a) - 5
+    if hi - lo >= 3:  # enough points after trimming; short (diverged) runs use all finite points
+        lrs_a, losses_a = lrs_a[lo:hi], losses_a[lo:hi]
+    if len(losses_a) == 0:
+        nan = float("nan")
+        return SuggestedLRs([_fname(f) for f in funcs], [nan] * len(funcs)), [(nan, nan)] * len(funcs)
+    res = [f(lrs_a, losses_a, num_it) for f in funcs]
+    return SuggestedLRs([_fname(f) for f in funcs], [r[0] for r in res]), [r[1] for r in res]
+
+
+def _fname(f: Callable) -> str:
+    while isinstance(f, partial):
+        f = f.func
+    return getattr(f, "__name__", type(f).__name__)
+
+
+def _group_lrs(opt: Any) -> Any:
+    """The per-group lrs: a float when all groups agree (cheaper to schedule), else a numpy array."""
+    lrs = get_hyper(opt, "lr")
+    return float(lrs[0]) if len(set(lrs)) == 1 else np.array(lrs, dtype=float)
+
+
+# The fit policies. `Learner` methods of the same names delegate here (documented there).
+def fit_one_cycle(
+    learn: Any,
+    n_epoch: int,
+    lr_max: Any = None,
+    div: float = 25.0,
+    div_final: float = 1e5,
+    pct_start: float = 0.25,
+    wd: float | None = None,
+    moms: Sequence[float] | None = None,
+    cbs: Any = None,
+    reset_opt: bool = False,
+    start_epoch: int = 0,
+) -> None:
+    """Fit with the 1cycle policy: lr cosine up from `lr_max/div` then down to `lr_max/div_final`, moms inverse."""
+    if learn.opt is None:
+        learn.create_opt()
+    set_hyper(learn.opt, "lr", learn.lr if lr_max is None else lr_max)
+    lr_max = _group_lrs(learn.opt)
+    moms = learn.moms if moms is None else moms
+    scheds = {
+        "lr": combined_cos(pct_start, lr_max / div, lr_max, lr_max / div_final),
+        "mom": combined_cos(pct_start, *moms),
+    }
+    learn.fit(
+        n_epoch,
+        cbs=[ParamScheduler(scheds), *_listify(cbs)],
+        reset_opt=reset_opt,
+        wd=wd,
+        start_epoch=start_epoch,
+    )
+
+
+def fit_flat_cos(
+    learn: Any,
+    n_epoch: int,
+    lr: Any = None,
+    div_final: float = 1e5,
+    pct_start: float = 0.75,
+    wd: float | None = None,
+    cbs: Any = None,
+    reset_opt: bool = False,
+    start_epoch: int = 0,
+) -> None:
+    """Fit at a flat lr for `pct_start` of the batches, then cosine-anneal to `lr/div_final`."""
+    if learn.opt is None:
+        learn.create_opt()
+    set_hyper(learn.opt, "lr", learn.lr if lr is None else lr)
+    lr = _group_lrs(learn.opt)
+    scheds = {"lr": combined_cos(pct_start, lr, lr, lr / div_final)}
+    learn.fit(
+        n_epoch,
+        cbs=[ParamScheduler(scheds), *_listify(cbs)],
+        reset_opt=reset_opt,
+        wd=wd,
+        start_epoch=start_epoch,
+    )
+
+
+def fit_sgdr(
+    learn: Any,
+    n_cycles: int,
+    cycle_len: int,
+    lr_max: Any = None,
+    cycle_mult: int = 2,
+    cbs: Any = None,
+    reset_opt: bool = False,
+    wd: float | None = None,
+    start_epoch: int = 0,
+) -> None:
+    """Fit with cosine annealing warm restarts: `n_cycles` cycles, the first `cycle_len` epochs, each `cycle_mult` x longer."""
+    if learn.opt is None:
+        learn.create_opt()
+    set_hyper(learn.opt, "lr", learn.lr if lr_max is None else lr_max)
+    lr_max = _group_lrs(learn.opt)
+    lens = [cycle_len * cycle_mult**i for i in range(n_cycles)]
+    n_epoch = sum(lens)
+    scheds = {"lr": combine_scheds([n / n_epoch for n in lens], [SchedCos(lr_max, 0) for _ in lens])}
+    learn.fit(
+        n_epoch,
+        cbs=[ParamScheduler(scheds), *_listify(cbs)],
+        reset_opt=reset_opt,
+        wd=wd,
+        start_epoch=start_epoch,
+    )
+
+
+def fine_tune(
+    learn: Any,
+    epochs: int,
+    base_lr: float = 2e-3,
+    freeze_epochs: int = 1,
+    lr_mult: float = 100,
+    pct_start: float = 0.3,
+    div: float = 5.0,
+    **kwargs: Any,
+) -> None:
+    """Fine-tune a pretrained model: train the head frozen, then everything with discriminative lrs."""
+    learn.freeze()
+    learn.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
+    base_lr /= 2
+    learn.unfreeze()
+    learn.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div, **kwargs)
+
+
+def lr_find(
+    learn: Any,
+    start_lr: Any = 1e-7,
+    end_lr: Any = 10,
+    num_it: int = 100,
+    stop_div: bool = True,
+    show_plot: bool = True,
+    suggest_funcs: Sequence[Callable] | Callable | None = (valley,),
+) -> tuple | None:
+    """Run the lr range test (see `LRFinder`) and return the suggestions (`SuggestedLRs`)."""
+    if getattr(learn, "recorder", None) is None:
+        raise RuntimeError("lr_find reads the losses from `learn.recorder`; add a Recorder() callback.")
+    n_iter = len(learn.dls.train)
+    if n_iter == 0:
+        raise ValueError("lr_find needs at least one training batch; `dls.train` is empty.")
+    n_epoch = num_it // n_iter + 1
+    finder = LRFinder(start_lr, end_lr, num_it, stop_div)
+    with learn.no_logging():
+        learn.fit(n_epoch, cbs=[finder])
+    if suggest_funcs is None:
+        return None
+    funcs = [suggest_funcs] if callable(suggest_funcs) else list(suggest_funcs)
+    rec = learn.recorder
+    sugg, points = suggest(rec.lrs, rec.losses, finder.num_it, funcs)
+    if show_plot:
+        rec.plot_lr_find(suggestions=sugg, points=points)
+    return sugg

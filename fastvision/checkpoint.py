@@ -1,0 +1,76 @@
+"""Checkpoints: model and optimizer state dicts written atomically and read back with `weights_only=True`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["atomic_save", "save_checkpoint", "load_checkpoint"]
+
+
+def atomic_save(obj: Any, file: str | Path) -> Path:
+    """`torch.save` to a temp file in the same folder, fsync it, then `os.replace` it over `file`.
+
+    A crash or error while writing leaves any previous `file` intact (and no temp file behind).
+    """
+    file = Path(file)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, file)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return file
+
+
+def save_checkpoint(file: str | Path, model: nn.Module, opt: torch.optim.Optimizer | None = None) -> Path:
+    """Save `model.state_dict()`, or `{'model': ..., 'opt': opt.state_dict()}` when `opt` is given; return the file."""
+    state: Any = model.state_dict()
+    if opt is not None:
+        state = {"model": state, "opt": opt.state_dict()}
+    return atomic_save(state, file)
+
+
+def load_checkpoint(
+    file: str | Path,
+    model: nn.Module,
+    opt: torch.optim.Optimizer | None = None,
+    device: Any = None,
+    with_opt: bool = True,
+    strict: bool = True,
+) -> None:
+    """Load a file written by `save_checkpoint` into `model` (and `opt` when `with_opt`), `weights_only=True`."""
+    file = Path(file)
+    if not file.is_file():
+        avail = sorted(p.stem for p in file.parent.glob("*.pth")) if file.parent.is_dir() else []
+        raise FileNotFoundError(
+            f"No checkpoint at {str(file)!r}. Checkpoints in {str(file.parent)!r}: {avail or 'none'}. "
+            "Write one with `learn.save(name)`."
+        )
+    state = torch.load(file, map_location=device, weights_only=True)
+    has_opt = isinstance(state, dict) and set(state) == {"model", "opt"}
+    model.load_state_dict(state["model"] if has_opt else state, strict=strict)
+    if not with_opt or opt is None:
+        return
+    if not has_opt:
+        warnings.warn(
+            f"{file.name} doesn't contain an optimizer state; only the model was loaded.", stacklevel=3
+        )
+        return
+    try:
+        opt.load_state_dict(state["opt"])
+    except (ValueError, KeyError, RuntimeError) as e:
+        warnings.warn(f"Could not load the optimizer state from {file.name}: {e}", stacklevel=3)

@@ -1,0 +1,500 @@
+"""`Learner`: the training loop and its events, fit policies, freezing, inference and checkpoints.
+
+The loop (fastai's; `learn.show_training_loop()` prints it): `fit` fires `before_fit`, then per epoch
+a train and a validation phase, each a loop of batches. A `Cancel*Exception` raised by a callback is
+caught at its own level only, then `after_cancel_<level>` and `after_<level>` fire. Any other
+exception from a callback is re-raised naming the callback and event; `after_fit` still fires so
+callbacks can restore what they changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import checkpoint, inference, summary
+from .callback import schedule
+from .callback.core import (
+    Callback,
+    CallbackHost,
+    CancelBackwardException,
+    CancelBatchException,
+    CancelEpochException,
+    CancelFitException,
+    CancelStepException,
+    CancelTrainException,
+    CancelValidException,
+    TrainEvalCallback,
+    _listify,
+)
+from .callback.progress import ProgressCallback, _noop
+from .callback.recorder import Recorder
+from .metrics import AvgMetric
+from .optimizer import Adam, build_optimizer, freeze_groups, set_hyper, trainable_params
+
+__all__ = ["Learner", "default_callbacks"]
+
+# Loop state put back after a validate/get_preds called from inside a running fit (e.g. by a callback).
+_LOOP_STATE = (
+    "dl xb yb pred loss loss_grad iter n_iter training epoch train_iter pct_train final_record".split()
+)
+
+
+def default_callbacks() -> list[Callback]:
+    """Return the callbacks every Learner gets by default: Recorder, ProgressCallback, TerminateOnNaNCallback."""
+    cbs: list[Callback] = [Recorder(), ProgressCallback()]
+    try:
+        from .callback.tracker import TerminateOnNaNCallback
+    except ImportError:
+        return cbs
+    return [*cbs, TerminateOnNaNCallback()]
+
+
+class Learner(CallbackHost):
+    """Group data, model, loss and optimizer, and train them with callbacks.
+
+    Args:
+        dls: `DataLoaders`, or any object with `.train`/`.valid` iterables of tuples; batches go to
+            `dls.device` (else the model's) and split into `xb = b[:n_inp]`, `yb = b[n_inp:]` (n_inp 1).
+        model: any `nn.Module`. loss_func: any loss; None takes `dls.loss_func`.
+        opt_func: `Adam` (default), `SGD`, or any `torch.optim` class/factory, called `opt_func(groups, lr=lr)`.
+        lr: default learning rate (1e-3). splitter: `model -> parameter groups` (default: one group).
+        cbs: extra callbacks. metrics: `Metric`s, classes, or functions (wrapped in `AvgMetric`).
+        path, model_dir: checkpoints go to `path/model_dir` (path defaults to `dls.path`, else '.').
+        wd: weight decay of every fit (None keeps the optimizer's, 0.01 for `Adam`); `wd_bn_bias`:
+            also decay norm-layer parameters and biases (False); `train_bn`: norm layers train in frozen
+            groups (True). moms: one-cycle momentum (0.95, 0.85, 0.95).
+        default_cbs: add `Recorder`, `ProgressCallback`, `TerminateOnNaNCallback` (`TrainEvalCallback`,
+            which the loop needs, is always there).
+    """
+
+    def __init__(
+        self,
+        dls: Any,
+        model: nn.Module,
+        loss_func: Callable[..., torch.Tensor] | None = None,
+        opt_func: Callable[..., torch.optim.Optimizer] = Adam,
+        lr: float = 1e-3,
+        splitter: Callable[[nn.Module], Any] = trainable_params,
+        cbs: Any = None,
+        metrics: Any = None,
+        path: str | Path | None = None,
+        model_dir: str | Path = "models",
+        wd: float | None = None,
+        wd_bn_bias: bool = False,
+        train_bn: bool = True,
+        moms: tuple[float, float, float] = (0.95, 0.85, 0.95),
+        default_cbs: bool = True,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"Learner expects `model` to be a torch.nn.Module, got {type(model).__name__}.")
+        if not (hasattr(dls, "train") and hasattr(dls, "valid")):
+            raise TypeError(
+                f"Learner expects `dls` with `.train` and `.valid` loaders, got {type(dls).__name__}. "
+                "Wrap plain loaders: `DataLoaders(train_dl, valid_dl)`."
+            )
+        if loss_func is None:
+            loss_func = getattr(dls, "loss_func", None)
+            if loss_func is None:
+                raise TypeError(
+                    "Could not infer the loss function from the data (`dls.loss_func` is missing or None); "
+                    "pass one, e.g. `Learner(dls, model, loss_func=nn.CrossEntropyLoss())`."
+                )
+        if not callable(opt_func):
+            raise TypeError(f"opt_func must be callable (e.g. Adam or torch.optim.SGD), got {opt_func!r}.")
+        self.dls, self.model, self.loss_func = dls, model, loss_func
+        self.opt_func, self.lr, self.splitter = opt_func, lr, splitter
+        self.path = Path(path if path is not None else getattr(dls, "path", "."))
+        self.model_dir = Path(model_dir)
+        self.wd, self.wd_bn_bias, self.train_bn, self.moms = wd, wd_bn_bias, train_bn, moms
+        self.metrics = metrics
+        self.opt: torch.optim.Optimizer | None = None
+        self.logger: Callable[..., Any] = print
+        self.autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+        self.scaler: Any = None
+        self.mode: str | None = None  # 'fit', 'validate' or 'get_preds' while running
+        self.in_lr_find = False
+        self.epoch, self.n_epoch, self.iter, self.n_iter, self.train_iter, self.pct_train = 0, 1, 0, 0, 0, 0.0
+        self.training, self.dl = False, None
+        self.xb, self.yb = (), ()  # tuples: inputs and targets of the current batch
+        self.pred = self.loss = self.loss_grad = self.smooth_loss = self.final_record = None
+        self._device: torch.device | None = None
+        self._groups: list[list[nn.Parameter]] = []
+        self._force_train: set[int] = set()
+        self.frozen_idx = 0
+        self._init_callbacks()
+        self.add_cb(TrainEvalCallback())
+        if default_cbs:
+            self.add_cbs(default_callbacks())
+        self.add_cbs(cbs)
+        self("after_create")
+
+    @property
+    def metrics(self) -> list[Any]:
+        """The metrics (each with `reset`, `accumulate(learn)`, `value`, `name`)."""
+        return self._metrics
+
+    @metrics.setter
+    def metrics(self, ms: Any) -> None:
+        out = []
+        for m in _listify(ms):
+            if isinstance(m, type):
+                m = m()
+            elif not hasattr(m, "accumulate"):
+                m = AvgMetric(m)
+            out.append(m)
+        self._metrics = out
+
+    @contextlib.contextmanager
+    def no_logging(self) -> Iterator[Learner]:
+        """Silence the per-epoch table (and the bars) for the duration of the block."""
+        old, self.logger = self.logger, _noop
+        try:
+            yield self
+        finally:
+            self.logger = old
+
+    def no_bar(self) -> contextlib.AbstractContextManager:
+        """Remove the progress bars for the duration of the block."""
+        return self.removed_cbs([c for c in self.cbs if isinstance(c, ProgressCallback)])
+
+    @contextlib.contextmanager
+    def _running(self, mode: str) -> Iterator[Learner]:
+        saved = {k: getattr(self, k) for k in _LOOP_STATE} if self.mode is not None else None
+        was_training = self.model.training
+        old_mode, self.mode = self.mode, mode
+        try:
+            yield self
+        finally:
+            self.mode = old_mode
+            if saved is not None:  # nested inside a running fit: put the outer loop's state back
+                for k, v in saved.items():
+                    setattr(self, k, v)
+                self.model.train(was_training)
+
+    def loss_not_reduced(self) -> contextlib.AbstractContextManager:
+        """Make `loss_func` return one loss per item (`reduction='none'`) for the duration of the block."""
+        return inference.loss_not_reduced(self)
+
+    def _prepare_device(self) -> None:
+        dev = getattr(self.dls, "device", None)
+        if dev is not None:
+            self.model.to(dev)
+            if isinstance(self.loss_func, nn.Module):
+                self.loss_func.to(dev)
+        p = next(self.model.parameters(), None)
+        self._device = p.device if p is not None else (torch.device(dev) if dev is not None else None)
+
+    def create_opt(self) -> None:
+        """Build the optimizer: one logical group per splitter group, no weight decay on norm params and biases."""
+        self._prepare_device()
+        self.opt, self._groups, self._force_train = build_optimizer(
+            self.model, self.splitter, self.opt_func, self.lr, self.wd_bn_bias, self.train_bn
+        )
+
+    def freeze_to(self, n: int) -> None:
+        """Freeze parameter groups `[:n]` (negative counts from the end); norm layers train if `train_bn`.
+
+        Like fastai, this clears the optimizer state (Adam moments restart).
+        """
+        if self.opt is None:
+            self.create_opt()
+        freeze_groups(self._groups, n, self._force_train)
+        self.frozen_idx = n if n >= 0 else max(len(self._groups) + n, 0)
+        self.opt.state.clear()
+
+    def freeze(self) -> None:
+        """Freeze every parameter group but the last (the head); warns when there is only one group."""
+        if self.opt is None:
+            self.create_opt()
+        if len(self._groups) < 2:
+            msg = "freeze() does nothing: the model has one parameter group. Pass a `splitter` returning"
+            warnings.warn(f"{msg} [body_params, head_params] (vision_learner does this).", stacklevel=2)
+        self.freeze_to(-1)
+
+    def unfreeze(self) -> None:
+        """Make every parameter group trainable (clears the optimizer state)."""
+        self.freeze_to(0)
+
+    def _with_events(self, f: Callable[[], None], name: str, exc: type[Exception]) -> None:
+        try:
+            self(f"before_{name}")
+            f()
+        except exc:
+            self(f"after_cancel_{name}")
+        self(f"after_{name}")
+
+    def _run(self, body: Callable[[], None]) -> None:
+        """The `fit` level: `after_fit` fires after a cancel, a normal end, and also after an error."""
+        try:
+            self("before_fit")
+            body()
+        except CancelFitException:
+            self("after_cancel_fit")
+        except BaseException:
+            try:
+                self("after_fit")
+            except Exception as cleanup_error:
+                warnings.warn(f"after_fit failed while handling another error: {cleanup_error}", stacklevel=2)
+            self._end_cleanup()
+            raise
+        self("after_fit")
+        self._end_cleanup()
+
+    def _end_cleanup(self) -> None:  # keeps `loss` (the last batch's) for inspection
+        self.dl, self.xb, self.yb, self.pred, self.loss_grad = None, (), (), None, None
+
+    def _do_fit(self) -> None:
+        for epoch in range(self._start_epoch, self.n_epoch):
+            self.epoch = epoch
+            self._with_events(self._do_epoch, "epoch", CancelEpochException)
+
+    def _do_epoch(self) -> None:
+        self.dl = self.dls.train
+        self._with_events(self._all_batches, "train", CancelTrainException)
+        self._do_epoch_validate()
+
+    def _do_epoch_validate(self, ds_idx: int = 1, dl: Any = None) -> None:
+        self.dl = self._dl(ds_idx) if dl is None else dl
+        with torch.no_grad():
+            self._with_events(self._all_batches, "validate", CancelValidException)
+
+    def _all_batches(self) -> None:
+        dl = self.dl
+        try:
+            self.n_iter = len(dl)
+        except TypeError:
+            self.n_iter = None
+        n_inp = getattr(dl, "n_inp", None) or getattr(self.dls, "n_inp", None) or 1
+        for i, b in enumerate(dl):
+            self.iter = i
+            b = self._to_device(b if isinstance(b, (tuple, list)) else (b,))
+            self.xb, self.yb = tuple(b[:n_inp]), tuple(b[n_inp:])
+            self._with_events(self._do_one_batch, "batch", CancelBatchException)
+
+    def _to_device(self, b: Any) -> Any:
+        dev = self._device
+        ready = type(b) in (tuple, list) and all(type(o) is torch.Tensor and o.device == dev for o in b)
+        if dev is None or ready:
+            return b
+        if isinstance(b, torch.Tensor):
+            return b if b.device == dev else b.to(dev, non_blocking=True)
+        if isinstance(b, (tuple, list)):
+            return type(b)(self._to_device(o) for o in b)
+        return b
+
+    def _do_one_batch(self) -> None:
+        with self.autocast():
+            self.pred = self.model(*self.xb)
+            self("after_pred")
+            if self.yb:
+                self.loss_grad = self.loss_func(self.pred, *self.yb)
+                self.loss = self.loss_grad.detach()
+            else:
+                self.loss_grad = self.loss = None
+        self("after_loss")
+        if not self.training or not self.yb:
+            return
+        self._with_events(self._do_backward, "backward", CancelBackwardException)
+        self._with_events(self._do_step, "step", CancelStepException)
+        self.opt.zero_grad(set_to_none=True)
+
+    def _do_backward(self) -> None:
+        loss = self.loss_grad if self.scaler is None else self.scaler.scale(self.loss_grad)
+        loss.backward()
+
+    def _do_step(self) -> None:
+        if self.scaler is None:
+            return self.opt.step()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+
+    def _dl(self, ds_idx: int) -> Any:
+        return (self.dls.train, self.dls.valid)[ds_idx] if ds_idx in (0, 1) else self.dls[ds_idx]
+
+    def fit(
+        self,
+        n_epoch: int,
+        lr: Any = None,
+        wd: float | None = None,
+        cbs: Any = None,
+        reset_opt: bool = False,
+        start_epoch: int = 0,
+    ) -> None:
+        """Train for `n_epoch` epochs at a constant lr (`self.lr` if None; a slice spreads it over groups).
+
+        Args:
+            wd: weight decay (None: `self.wd`, else the optimizer's own).
+            cbs: callbacks added for this fit only.
+            reset_opt: rebuild the optimizer (drop its state) first.
+            start_epoch: skip epochs before it (resume); schedules still count them.
+        """
+        if not 0 <= start_epoch <= n_epoch:
+            raise ValueError(f"start_epoch={start_epoch} must be between 0 and n_epoch={n_epoch}.")
+        with self.added_cbs(cbs), self._running("fit"):
+            if reset_opt or self.opt is None:
+                self.create_opt()
+            else:
+                self._prepare_device()
+            wd = self.wd if wd is None else wd
+            if wd is not None:
+                set_hyper(self.opt, "wd", wd)
+            set_hyper(self.opt, "lr", self.lr if lr is None else lr)
+            self.n_epoch, self._start_epoch = n_epoch, start_epoch
+            self._run(self._do_fit)
+
+    def fit_one_cycle(
+        self,
+        n_epoch: int,
+        lr_max: Any = None,
+        div: float = 25.0,
+        div_final: float = 1e5,
+        pct_start: float = 0.25,
+        wd: float | None = None,
+        moms: tuple[float, float, float] | None = None,
+        cbs: Any = None,
+        reset_opt: bool = False,
+        start_epoch: int = 0,
+    ) -> None:
+        """Train with the 1cycle policy: lr from `lr_max/div` up to `lr_max` (cosine, first `pct_start`), then
+        down to `lr_max/div_final`; momentum `moms` (default `self.moms`) goes the opposite way."""
+        schedule.fit_one_cycle(
+            self, n_epoch, lr_max, div, div_final, pct_start, wd, moms, cbs, reset_opt, start_epoch
+        )
+
+    def fit_flat_cos(
+        self,
+        n_epoch: int,
+        lr: Any = None,
+        div_final: float = 1e5,
+        pct_start: float = 0.75,
+        wd: float | None = None,
+        cbs: Any = None,
+        reset_opt: bool = False,
+        start_epoch: int = 0,
+    ) -> None:
+        """Train at a flat lr for `pct_start` of the batches, then cosine-anneal it to `lr/div_final`."""
+        schedule.fit_flat_cos(self, n_epoch, lr, div_final, pct_start, wd, cbs, reset_opt, start_epoch)
+
+    def fit_sgdr(
+        self,
+        n_cycles: int,
+        cycle_len: int,
+        lr_max: Any = None,
+        cycle_mult: int = 2,
+        cbs: Any = None,
+        reset_opt: bool = False,
+        wd: float | None = None,
+        start_epoch: int = 0,
+    ) -> None:
+        """Train with cosine annealing and warm restarts (cycle i lasts `cycle_len * cycle_mult**i` epochs)."""
+        schedule.fit_sgdr(self, n_cycles, cycle_len, lr_max, cycle_mult, cbs, reset_opt, wd, start_epoch)
+
+    def fine_tune(
+        self,
+        epochs: int,
+        base_lr: float = 2e-3,
+        freeze_epochs: int = 1,
+        lr_mult: float = 100,
+        pct_start: float = 0.3,
+        div: float = 5.0,
+        **kwargs: Any,
+    ) -> None:
+        """Fine-tune: `freeze()` and one-cycle `freeze_epochs` at `slice(base_lr)` (pct_start 0.99); then
+        `unfreeze()` and one-cycle `epochs` at `slice(base_lr/2/lr_mult, base_lr/2)`. kwargs go to both fits."""
+        schedule.fine_tune(self, epochs, base_lr, freeze_epochs, lr_mult, pct_start, div, **kwargs)
+
+    def lr_find(
+        self,
+        start_lr: Any = 1e-7,
+        end_lr: Any = 10,
+        num_it: int = 100,
+        stop_div: bool = True,
+        show_plot: bool = True,
+        suggest_funcs: Any = (schedule.valley,),
+    ) -> Any:
+        """Run the lr range test, restore weights/optimizer/RNG exactly, and return `SuggestedLRs`."""
+        return schedule.lr_find(self, start_lr, end_lr, num_it, stop_div, show_plot, suggest_funcs)
+
+    def validate(self, ds_idx: int = 1, dl: Any = None, cbs: Any = None) -> list[Any]:
+        """Return `[valid_loss, *metrics]` on `dls[ds_idx]` (or `dl`), without logging or bars."""
+        return inference.validate(self, ds_idx, dl, cbs)
+
+    def get_preds(
+        self,
+        ds_idx: int = 1,
+        dl: Any = None,
+        with_input: bool = False,
+        with_decoded: bool = False,
+        with_loss: bool = False,
+        act: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        cbs: Any = None,
+    ) -> tuple[Any, ...]:
+        """Return `([inputs], preds, targets, [decoded], [losses])` for `dls[ds_idx]` or `dl`, in dataset order.
+
+        `act` defaults to the loss's activation (softmax for cross entropy, sigmoid for BCE-with-logits,
+        `loss_func.activation` if defined, identity otherwise); `decoded` to its decodes (argmax / > 0.5).
+        """
+        return inference.get_preds(self, ds_idx, dl, with_input, with_decoded, with_loss, act, cbs)
+
+    def predict(self, item: Any) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """Return `(decoded label, decoded index tensor, probabilities)` for one item (via `dls.test_dl`)."""
+        return inference.predict(self, item)
+
+    def tta(
+        self, ds_idx: int = 1, dl: Any = None, n: int = 4, beta: float | None = 0.25, use_max: bool = False
+    ) -> tuple[Any, Any]:
+        """Return `(preds, targets)` averaging `n` passes with training augmentation and one plain pass."""
+        return inference.tta(self, ds_idx, dl, n, beta, use_max)
+
+    def show_results(self, ds_idx: int = 1, max_n: int = 9, **kwargs: Any) -> Any:
+        """Show a grid of images titled 'pred/actual', green when right and red when wrong."""
+        return inference.show_results(self, ds_idx, max_n, **kwargs)
+
+    def summary(self) -> str:
+        """Return the layer table, parameter counts, optimizer, loss, frozen state and callbacks (print it)."""
+        return summary.learner_summary(self)
+
+    def to_fp16(self, **kwargs: Any) -> Learner:
+        """Train with float16 autocast and loss scaling (adds `MixedPrecision(**kwargs)`)."""
+        from .callback.fp16 import MixedPrecision
+
+        self.remove_cb(MixedPrecision)
+        return self.add_cb(MixedPrecision(**kwargs))
+
+    def to_bf16(self) -> Learner:
+        """Train with bfloat16 autocast (adds `MixedPrecision(amp_mode='bf16')`)."""
+        return self.to_fp16(amp_mode="bf16")
+
+    def to_fp32(self) -> Learner:
+        """Go back to full precision (removes `MixedPrecision`)."""
+        from .callback.fp16 import MixedPrecision
+
+        return self.remove_cb(MixedPrecision)
+
+    def save(self, name: str | Path, with_opt: bool = True) -> Path:
+        """Write the model (and optimizer) state dicts to `path/model_dir/name.pth`, atomically; return the file."""
+        return checkpoint.save_checkpoint(self._file(name), self.model, self.opt if with_opt else None)
+
+    def load(
+        self, name: str | Path, device: Any = None, with_opt: bool = True, strict: bool = True
+    ) -> Learner:
+        """Load a checkpoint written by `save` (with `weights_only=True`) into the model (and optimizer)."""
+        if self.opt is None:
+            self.create_opt()
+        device = getattr(self.dls, "device", None) if device is None else device
+        checkpoint.load_checkpoint(self._file(name), self.model, self.opt, device, with_opt, strict)
+        return self
+
+    def _file(self, name: str | Path) -> Path:
+        name = str(name)
+        return self.path / self.model_dir / (name if name.endswith(".pth") else f"{name}.pth")
+
+    def __repr__(self) -> str:
+        return f"Learner(model={type(self.model).__name__}, loss_func={self.loss_func!r}, cbs={self.cbs})"

@@ -1,0 +1,241 @@
+"""The exact ordered list of events fired by fit, validate, get_preds, lr_find and under cancellation."""
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from fastvision.callback.core import (
+    EVENTS,
+    Callback,
+    CancelBatchException,
+    CancelFitException,
+    CancelStepException,
+    CancelTrainException,
+)
+from fastvision.learner import Learner
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: thread hand-off costs more than it saves on a busy machine
+    yield
+    torch.set_num_threads(n)
+
+
+class DLs:
+    def __init__(self, train, valid):
+        self.train, self.valid = train, valid
+
+
+def _log_cls():
+    def make(e):
+        def f(self):
+            self.events.append(e)
+
+        return f
+
+    return type("EventLog", (Callback,), {e: make(e) for e in EVENTS})
+
+
+EventLog = _log_cls()
+
+
+def make_learner(**kwargs):
+    """8 train items (2 batches of 4), 4 valid items (1 batch)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(12, 3), torch.randint(0, 2, (12,))
+    dls = DLs(
+        DataLoader(TensorDataset(x[:8], y[:8]), batch_size=4),
+        DataLoader(TensorDataset(x[8:], y[8:]), batch_size=4),
+    )
+    log = EventLog()
+    log.events = []
+    learn = Learner(dls, nn.Linear(3, 2), loss_func=nn.CrossEntropyLoss(), cbs=[log], **kwargs)
+    return learn, log
+
+
+TRAIN_BATCH = [
+    "before_batch",
+    "after_pred",
+    "after_loss",
+    "before_backward",
+    "after_backward",
+    "before_step",
+    "after_step",
+    "after_batch",
+]
+VALID_BATCH = ["before_batch", "after_pred", "after_loss", "after_batch"]
+VALID_PHASE = ["before_validate", *VALID_BATCH, "after_validate"]
+
+
+def test_after_create_fires_at_construction():
+    _, log = make_learner()
+    assert log.events == ["after_create"]
+
+
+def test_fit_events():
+    learn, log = make_learner()
+    log.events.clear()
+    learn.fit(1)
+    expected = [
+        "before_fit",
+        "before_epoch",
+        "before_train",
+        *TRAIN_BATCH,
+        *TRAIN_BATCH,
+        "after_train",
+        *VALID_PHASE,
+        "after_epoch",
+        "after_fit",
+    ]
+    assert log.events == expected
+
+
+def test_validate_and_get_preds_events():
+    learn, log = make_learner()
+    expected = ["before_fit", "before_epoch", *VALID_PHASE, "after_epoch", "after_fit"]
+    log.events.clear()
+    learn.validate()
+    assert log.events == expected
+    log.events.clear()
+    learn.get_preds()
+    assert log.events == expected
+
+
+def test_lr_find_events():
+    learn, log = make_learner()
+    log.events.clear()
+    learn.lr_find(num_it=6, stop_div=False, show_plot=False, suggest_funcs=None)  # 6 iters = 3 epochs of 2
+    skipped_valid = ["before_validate", "after_cancel_validate", "after_validate"]
+    epoch = [
+        "before_epoch",
+        "before_train",
+        *TRAIN_BATCH,
+        *TRAIN_BATCH,
+        "after_train",
+        *skipped_valid,
+        "after_epoch",
+    ]
+    # LRFinder (order 60) cancels the fit in the after_batch of the 6th batch (3rd epoch), after EventLog ran.
+    last = ["before_epoch", "before_train", *TRAIN_BATCH, *TRAIN_BATCH]
+    assert log.events == ["before_fit", *epoch, *epoch, *last, "after_cancel_fit", "after_fit"]
+
+
+class CancelFirstStep(Callback):
+    def before_fit(self):
+        self.n = 0
+
+    def before_step(self):
+        self.n += 1
+        if self.n == 1:
+            self.grad_seen = self.learn.model.weight.grad.clone()
+            raise CancelBatchException()
+
+
+def test_cancel_batch_in_before_step_skips_step_and_zero_grad():
+    learn, log = make_learner()
+    canceller = CancelFirstStep()
+    w0 = learn.model.weight.detach().clone()
+    log.events.clear()
+    learn.fit(1, cbs=[canceller])
+    first = ["before_batch", "after_pred", "after_loss", "before_backward", "after_backward", "before_step"]
+    expected = [
+        "before_fit",
+        "before_epoch",
+        "before_train",
+        *first,
+        "after_cancel_batch",
+        "after_batch",
+        *TRAIN_BATCH,
+        "after_train",
+        *VALID_PHASE,
+        "after_epoch",
+        "after_fit",
+    ]
+    assert log.events == expected
+    assert not torch.equal(learn.model.weight, w0)  # the second batch stepped
+
+
+def test_cancel_batch_keeps_gradients_for_accumulation():
+    learn, _ = make_learner(default_cbs=False)
+
+    class Accumulate(Callback):
+        def before_step(self):
+            if self.learn.iter == 0:
+                self.g0 = self.learn.model.weight.grad.clone()
+                raise CancelBatchException()
+            self.g1 = self.learn.model.weight.grad.clone()
+
+    acc = Accumulate()
+    w0 = learn.model.weight.detach().clone()
+    learn.fit(1, cbs=[acc])
+    assert not torch.equal(acc.g1, acc.g0)  # the second batch added to the kept gradient...
+    assert not torch.equal(learn.model.weight, w0)
+
+
+def test_cancel_step_skips_step_but_zero_grad_runs():
+    learn, log = make_learner(default_cbs=False)
+
+    class NoStep(Callback):
+        def before_step(self):
+            raise CancelStepException()
+
+    w0 = learn.model.weight.detach().clone()
+    log.events.clear()
+    learn.fit(1, cbs=[NoStep()])
+    assert torch.equal(learn.model.weight, w0)
+    assert learn.model.weight.grad is None  # zero_grad(set_to_none=True) ran
+    batch = [*TRAIN_BATCH[:5], "before_step", "after_cancel_step", "after_step", "after_batch"]
+    assert log.events[3 : 3 + len(batch)] == batch
+
+
+def test_cancel_train_goes_to_validation_and_cancel_fit_skips_inner_after_events():
+    learn, log = make_learner()
+
+    class StopTrain(Callback):
+        def after_pred(self):
+            if self.learn.training:
+                raise CancelTrainException()
+
+    log.events.clear()
+    learn.fit(1, cbs=[StopTrain()])
+    expected = [
+        "before_fit",
+        "before_epoch",
+        "before_train",
+        "before_batch",
+        "after_pred",
+        "after_cancel_train",
+        "after_train",
+        *VALID_PHASE,
+        "after_epoch",
+        "after_fit",
+    ]
+    assert log.events == expected
+
+    class StopFit(Callback):
+        order = -100
+
+        def before_validate(self):
+            raise CancelFitException()
+
+    log.events.clear()
+    learn.fit(1, cbs=[StopFit()])
+    assert log.events[-3:] == ["after_train", "after_cancel_fit", "after_fit"]
+    assert "after_epoch" not in log.events
+
+
+def test_after_fit_fires_after_an_error():
+    learn, log = make_learner()
+
+    class Boom(Callback):
+        def after_loss(self):
+            raise KeyError("boom")
+
+    log.events.clear()
+    with pytest.raises(KeyError, match="Exception occurred in `Boom` when calling event `after_loss`"):
+        learn.fit(1, cbs=[Boom()])
+    assert log.events[-1] == "after_fit"
+    assert not any(isinstance(c, Boom) for c in learn.cbs)  # temporary callbacks removed

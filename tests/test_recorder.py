@@ -1,0 +1,173 @@
+"""Recorder values (smoothed train loss, weighted valid loss, metrics), the epoch table and progress output, plots."""
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from fastvision.callback.core import Callback
+from fastvision.callback.progress import ProgressCallback, format_row
+from fastvision.callback.recorder import Recorder
+from fastvision.learner import Learner
+from fastvision.metrics import accuracy
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class DLs:
+    def __init__(self, train, valid):
+        self.train, self.valid = train, valid
+
+
+def make_learner(n_train=16, n_valid=5, bs=4, **kwargs):
+    torch.manual_seed(0)
+    x, y = torch.randn(n_train + n_valid, 3), torch.randint(0, 2, (n_train + n_valid,))
+    dls = DLs(
+        DataLoader(TensorDataset(x[:n_train], y[:n_train]), batch_size=bs),
+        DataLoader(TensorDataset(x[n_train:], y[n_train:]), batch_size=2),
+    )
+    return Learner(dls, nn.Linear(3, 2), loss_func=nn.CrossEntropyLoss(), **kwargs)
+
+
+class RawLosses(Callback):
+    def __init__(self):
+        self.losses = []
+
+    def after_loss(self):
+        if self.learn.training:
+            self.losses.append(self.learn.loss.item())
+
+
+def test_train_loss_is_debiased_exponential_smoothing():
+    learn = make_learner(lr=0.1)
+    raw = RawLosses()
+    learn.fit(2, cbs=[raw])  # 4 batches per epoch; the count is not reset between epochs
+    beta, v, expected = 0.98, 0.0, []
+    for i, loss in enumerate(raw.losses, 1):
+        v = beta * v + (1 - beta) * loss
+        expected.append(v / (1 - beta**i))
+    assert learn.recorder.losses == pytest.approx(expected, rel=1e-5)
+    assert [row[0] for row in learn.recorder.values] == pytest.approx([expected[3], expected[7]], rel=1e-5)
+    assert learn.recorder.iters == [4, 8]
+    assert float(learn.smooth_loss) == pytest.approx(expected[-1], rel=1e-5)
+    assert len(learn.recorder.lrs) == 8 and learn.recorder.lrs[0] == 0.1
+
+
+def test_valid_loss_is_batch_size_weighted_and_metrics_are_recorded():
+    learn = make_learner(metrics=accuracy)  # valid: 5 items in batches of 2, 2, 1
+    learn.fit(1)
+    assert learn.final_record == learn.recorder.values[-1]
+    preds, targs = learn.get_preds(act=lambda t: t)
+    _, valid_loss, acc = learn.recorder.values[-1]
+    assert valid_loss == pytest.approx(nn.functional.cross_entropy(preds, targs).item(), rel=1e-5)
+    assert acc == pytest.approx((preds.argmax(1) == targs).float().mean().item())
+    assert learn.final_record == pytest.approx(
+        [valid_loss, acc]
+    )  # get_preds/validate: [valid_loss, *metrics]
+
+
+def test_metric_names_with_train_metrics():
+    learn = make_learner(metrics=accuracy, cbs=None, default_cbs=False)
+    learn.add_cb(Recorder(train_metrics=True))
+    assert learn.recorder.metric_names == [
+        "epoch",
+        "train_loss",
+        "train_accuracy",
+        "valid_loss",
+        "valid_accuracy",
+        "time",
+    ]
+    learn.logger = lambda row: None
+    learn.fit(1)
+    assert len(learn.recorder.values[-1]) == 4
+
+
+def test_losses_stay_on_device_until_the_epoch_ends():
+    seen = []
+
+    class Peek(Callback):
+        order = 55  # after the Recorder
+
+        def after_batch(self):
+            if self.learn.training:
+                seen.append(type(self.learn.recorder._losses[-1]))
+
+    learn = make_learner()
+    learn.fit(1, cbs=[Peek()])
+    assert seen and all(t is torch.Tensor for t in seen)  # no .item() per batch
+    assert all(isinstance(v, float) for v in learn.recorder.losses)
+
+
+def test_progress_prints_one_plain_line_per_epoch_when_not_a_tty(capsys):
+    learn = make_learner(metrics=accuracy)
+    learn.fit(3)
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert len(lines) == 4 and "\r" not in out and "█" not in out
+    assert lines[0].split() == ["epoch", "train_loss", "valid_loss", "accuracy", "time"]
+    assert [line.split()[0] for line in lines[1:]] == ["0", "1", "2"]
+    assert all(len(line.split()) == 5 for line in lines[1:])
+    # columns line up under the header
+    assert lines[1].index(lines[1].split()[1]) == lines[0].index("train_loss")
+
+
+def test_fine_tune_prints_two_tables(capsys):
+    learn = make_learner()
+    with pytest.warns(UserWarning, match="one parameter group"):
+        learn.fine_tune(1)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["epoch", "0", "epoch", "0"]
+
+
+def test_no_logging_no_bar_and_raw_logger(capsys):
+    learn = make_learner()
+    with learn.no_logging():
+        learn.fit(1)
+    assert capsys.readouterr().out == ""
+    with learn.no_bar():
+        assert not hasattr(learn, "progress")
+        learn.fit(1)
+    assert learn.progress in learn.cbs
+    out = capsys.readouterr().out  # without ProgressCallback the Recorder's row goes to print
+    assert out.startswith("[0, ") and out.strip().endswith("'00:00']")
+
+
+def test_bar_mode_runs_and_restores_logger(capsys):
+    learn = make_learner()
+    learn.remove_cb(ProgressCallback).add_cb(ProgressCallback(mode="bar"))
+    learn.fit(2)
+    out = capsys.readouterr().out
+    assert "train_loss" in out and learn.logger is print
+    with pytest.raises(ValueError, match="one of 'auto', 'bar', 'plain'"):
+        ProgressCallback(mode="fancy")
+
+
+def test_format_row():
+    line, widths = format_row(["epoch", "train_loss", "time"])
+    assert line == "epoch     train_loss  time" and widths == [8, 10, 8]
+    assert format_row([0, 0.5, "00:01"], widths)[0] == "0         0.500000    00:01"
+
+
+def test_validate_keeps_history_and_plots(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    learn = make_learner()
+    learn.fit_one_cycle(2, 1e-2)
+    values = list(learn.recorder.values)
+    learn.validate()
+    learn.get_preds()
+    assert learn.recorder.values == values
+    assert learn.recorder.plot_loss(skip_start=1, show_epochs=True) is not None
+    assert learn.recorder.plot_sched() is not None
+    learn.lr_find(num_it=10)  # plots with suggestion markers
+    assert learn.recorder.plot_lr_find() is not None
+    learn.fit(1)
+    with pytest.raises(ValueError, match="run `fit_one_cycle`"):
+        learn.recorder.plot_sched()
