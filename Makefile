@@ -29,7 +29,7 @@ lint: install
 	$(BIN)/ruff check fastvision tests bench
 	$(BIN)/ruff format --check fastvision tests bench
 
-test: lint
+test: lint fashion-data
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: install

@@ -50,7 +50,7 @@ def load_checkpoint(
     opt: torch.optim.Optimizer | None = None,
     device: Any = None,
     with_opt: bool = True,
-    strict: bool = True,
+    strict: bool | str = True,
 ) -> None:
     """Load a file written by `save_checkpoint` into `model` (and `opt` when `with_opt`), `weights_only=True`."""
     file = Path(file)
@@ -62,7 +62,14 @@ def load_checkpoint(
         )
     state = torch.load(file, map_location=device, weights_only=True)
     has_opt = isinstance(state, dict) and set(state) == {"model", "opt"}
-    model.load_state_dict(state["model"] if has_opt else state, strict=strict)
+    weights = state["model"] if has_opt else state
+    if strict == "head":  # a checkpoint trained for another class count: keep this model's head
+        from .vision.learner import load_state_dict_head
+
+        if load_state_dict_head(model, weights):
+            return  # the optimizer state belongs to the other head's shapes
+    else:
+        model.load_state_dict(weights, strict=strict)
     if not with_opt or opt is None:
         return
     if not has_opt:

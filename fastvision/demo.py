@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from .callback.core import Callback
+
 __all__ = ["run_demo", "fashion_mnist_dls", "FASHION_MNIST_STATS"]
 
 # Per-channel mean/std of the Fashion-MNIST training images in [0, 1].
@@ -35,10 +37,25 @@ def fashion_mnist_dls(bs: int = 256, n_train: int | None = None, n_test: int | N
     )
 
 
+class _BatchTimer(Callback):
+    """Record when each training batch ends, to estimate the time per batch."""
+
+    def __init__(self):
+        self.stamps: list[float] = []
+
+    def after_batch(self) -> None:
+        if self.learn.training:
+            self.stamps.append(time.perf_counter())
+
+    def per_batch(self) -> float:
+        d = sorted(b - a for a, b in zip(self.stamps[5:], self.stamps[6:]))  # skip warm-up batches
+        return d[len(d) // 2] if d else 1.0
+
+
 def _epochs_for_budget(learn, budget: float, t_iter: float) -> int:
     n_train = len(learn.dls.train)
     n_valid = len(learn.dls.valid)
-    per_epoch = t_iter * (n_train + 0.35 * n_valid) * 1.08  # validation: forward only; 8% margin
+    per_epoch = t_iter * (n_train + 0.35 * n_valid) * 1.1  # validation: forward only; 10% margin
     return max(1, min(30, int(budget // per_epoch)))
 
 
@@ -67,19 +84,22 @@ def run_demo(epochs: int | None = None, budget: float = 540.0, out: str | Path =
     torch.manual_seed(seed)
     n_train, n_test = (2048, 512) if quick else (None, None)
     dls = fashion_mnist_dls(bs=bs, n_train=n_train, n_test=n_test, seed=seed)
-    model = resnet_small(n_in=1, n_out=10, widths=(32, 64, 128)).to(memory_format=torch.channels_last)
+    model = resnet_small(n_in=1, n_out=10, widths=(32, 64, 128), stem_stride=2).to(
+        memory_format=torch.channels_last
+    )
     learn = Learner(dls, model, metrics=accuracy, wd=0.05, path=out)
     print(f"fastvision demo: Fashion-MNIST, {len(dls.train_ds):,} training and {len(dls.valid_ds):,} test images, "
           f"{sum(p.numel() for p in model.parameters()):,}-parameter ResNet, batch size {bs}")  # fmt: skip
 
-    t = time.time()
-    sugg = learn.lr_find(num_it=30 if quick else 60, show_plot=True)
-    t_iter = (time.time() - t) / max(1, len(learn.recorder.lrs))
+    timer = _BatchTimer()
+    with learn.added_cbs(timer):
+        sugg = learn.lr_find(num_it=30 if quick else 60, show_plot=True)
+    t_iter = timer.per_batch()
     import matplotlib.pyplot as plt
 
     plt.gcf().savefig(out / "lr_find.png", dpi=100)
     plt.close("all")
-    lr = float(min(max(sugg.valley * 3, 2e-3), 1e-2))  # valley is conservative for one-cycle
+    lr = float(min(max(sugg.valley * 10, 3e-3), 1e-2))  # valley is conservative for one-cycle
     if epochs is None:
         epochs = 1 if quick else _epochs_for_budget(learn, budget, t_iter)
     print(f"lr_find: valley {sugg.valley:.2e}; training {epochs} epochs of one-cycle at lr_max {lr:.2e}")

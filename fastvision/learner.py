@@ -483,18 +483,23 @@ class Learner(CallbackHost):
         return checkpoint.save_checkpoint(self._file(name), self.model, self.opt if with_opt else None)
 
     def load(
-        self, name: str | Path, device: Any = None, with_opt: bool = True, strict: bool = True
+        self, name: str | Path, device: Any = None, with_opt: bool = True, strict: bool | str = True
     ) -> Learner:
-        """Load a checkpoint written by `save` (with `weights_only=True`) into the model (and optimizer)."""
+        """Load a `save`d checkpoint (`weights_only=True`); `strict='head'` re-initialises a mismatched head."""
         if self.opt is None:
             self.create_opt()
         device = getattr(self.dls, "device", None) if device is None else device
         checkpoint.load_checkpoint(self._file(name), self.model, self.opt, device, with_opt, strict)
         return self
 
+    def export(self, fname: str | Path = "export", model_kwargs: dict | None = None) -> Path:
+        """Write pickle-free `<fname>.safetensors` + `<fname>.json` for `load_learner`; return the JSON path."""
+        from .export import export
+
+        return export(self, fname, model_kwargs)
+
     def _file(self, name: str | Path) -> Path:
-        name = str(name)
-        return self.path / self.model_dir / (name if name.endswith(".pth") else f"{name}.pth")
+        return self.path / self.model_dir / (str(name) if str(name).endswith(".pth") else f"{name}.pth")
 
     def __repr__(self) -> str:
         return f"Learner(model={type(self.model).__name__}, loss_func={self.loss_func!r}, cbs={self.cbs})"

@@ -2,8 +2,11 @@ import os
 
 import matplotlib
 import pytest
+import torch
 
 matplotlib.use("Agg")
+# One intra-op thread per test process: DataLoader workers and the 2-core CI machine oversubscribe otherwise.
+torch.set_num_threads(1)
 os.environ.setdefault("FASTVISION_HOME", os.path.join(os.path.dirname(__file__), ".fastvision-test-home"))
 
 from fastvision.testing import make_image_folder  # noqa: E402

@@ -199,6 +199,15 @@ def test_misspelled_event_errors():
     with pytest.raises(ValueError, match="Did you mean `after_batch`"):
         learn("after_btch")
 
+    class Helpers(Callback):  # ordinary method names that merely resemble events are fine
+        def per_batch(self):
+            pass
+
+        def before_stuff_helper(self):
+            pass
+
+    assert Helpers().per_batch() is None
+
 
 def test_callback_failure_names_callback_and_event_and_chains_original():
     learn = small_learner()

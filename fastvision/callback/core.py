@@ -92,7 +92,9 @@ class Callback:
         for attr, value in vars(cls).items():
             if attr.startswith("_") or attr in EVENTS or not callable(value):
                 continue
-            close = difflib.get_close_matches(attr, EVENTS, n=1, cutoff=0.8)
+            head = attr.split("_")[0]
+            looks_like_event = difflib.get_close_matches(head, ("before", "after"), n=1, cutoff=0.7)
+            close = difflib.get_close_matches(attr, EVENTS, n=1, cutoff=0.8) if looks_like_event else []
             if close:
                 raise AttributeError(
                     f"{cls.__name__}.{attr} is not a callback event, so it would never be called. "
