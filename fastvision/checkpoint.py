@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["atomic_save", "save_checkpoint", "load_checkpoint"]
+__all__ = ["atomic_save", "save_checkpoint", "load_checkpoint", "unwrap_model"]
 
 
 def atomic_save(obj: Any, file: str | Path) -> Path:
@@ -36,9 +36,31 @@ def atomic_save(obj: Any, file: str | Path) -> Path:
     return file
 
 
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Return the model inside DDP/DataParallel (`.module`) and `torch.compile` (`._orig_mod`) wrappers."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif type(model).__name__ == "OptimizedModule" and isinstance(
+            getattr(model, "_orig_mod", None), nn.Module
+        ):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _match_keys(weights: dict, model: nn.Module) -> dict:
+    """Drop the `module.` / `_orig_mod.` prefixes a wrapped model's state dict had, when `model` has none."""
+    want = model.state_dict().keys()
+    for p in ("module.", "_orig_mod."):
+        if weights and all(k.startswith(p) for k in weights) and not any(k.startswith(p) for k in want):
+            weights = {k[len(p) :]: v for k, v in weights.items()}
+    return weights
+
+
 def save_checkpoint(file: str | Path, model: nn.Module, opt: torch.optim.Optimizer | None = None) -> Path:
-    """Save `model.state_dict()`, or `{'model': ..., 'opt': opt.state_dict()}` when `opt` is given; return the file."""
-    state: Any = model.state_dict()
+    """Save the (unwrapped) model's state dict, or `{'model': ..., 'opt': opt.state_dict()}` with `opt`; return the file."""
+    state: Any = unwrap_model(model).state_dict()
     if opt is not None:
         state = {"model": state, "opt": opt.state_dict()}
     return atomic_save(state, file)
@@ -63,6 +85,8 @@ def load_checkpoint(
     state = torch.load(file, map_location=device, weights_only=True)
     has_opt = isinstance(state, dict) and set(state) == {"model", "opt"}
     weights = state["model"] if has_opt else state
+    model = unwrap_model(model)
+    weights = _match_keys(weights, model) if isinstance(weights, dict) else weights
     if strict == "head":  # a checkpoint trained for another class count: keep this model's head
         from .vision.learner import load_state_dict_head
 

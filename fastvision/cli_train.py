@@ -113,6 +113,9 @@ def train(args: argparse.Namespace) -> None:
         torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
         cmd = [torchrun, f"--nproc_per_node={args.nproc}", "-m", "fastvision.cli", *sys.argv[1:]]
         raise SystemExit(subprocess.call(cmd))
+    from .distributed import rank_distrib
+
+    main = rank_distrib() == 0  # under torchrun every process trains (DDP); only rank 0 writes and prints
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dls = make_dls(args)
@@ -122,10 +125,11 @@ def train(args: argparse.Namespace) -> None:
     if args.lr == "find":
         import matplotlib.pyplot as plt
 
-        lr = learn.lr_find(show_plot=True).valley
-        plt.gcf().savefig(out / "lr_find.png", dpi=100)
-        plt.close("all")
-        print(f"lr_find: valley {lr:.2e} (plot: {out / 'lr_find.png'})")
+        lr = learn.lr_find(show_plot=main).valley
+        if main:
+            plt.gcf().savefig(out / "lr_find.png", dpi=100)
+            plt.close("all")
+            print(f"lr_find: valley {lr:.2e} (plot: {out / 'lr_find.png'})")
     else:
         lr = float(args.lr)
     if args.pretrained:
@@ -133,8 +137,9 @@ def train(args: argparse.Namespace) -> None:
     else:
         learn.fit_one_cycle(args.epochs, lr)
     exported = learn.export(out.resolve() / "model")
-    print(f"validation: {dict(zip(learn.recorder.metric_names[2:-1], learn.recorder.values[-1][1:]))}")
-    print(f"exported {exported}")
+    if main:
+        print(f"validation: {dict(zip(learn.recorder.metric_names[2:-1], learn.recorder.values[-1][1:]))}")
+        print(f"exported {exported}")
 
 
 def lr_find(args: argparse.Namespace) -> None:

@@ -28,6 +28,7 @@ from torch import nn
 from ._version import __version__
 from .data.collate import default_device
 from .data.load import DataLoader
+from .distributed import rank_distrib
 from .losses import loss_activation, loss_decodes
 from .transform import Transform
 from .vision.image import load_image
@@ -200,6 +201,8 @@ def export(learn: Any, fname: str | Path = "export", model_kwargs: dict | None =
     base = base if base.is_absolute() else Path(getattr(learn, "path", ".")) / base
     if base.suffix in (".pkl", ".json", ".safetensors", ".pth", ".pt"):
         base = base.with_suffix("")
+    if rank_distrib() != 0:  # under DDP only rank 0 writes
+        return base.with_name(base.name + ".json")
     base.parent.mkdir(parents=True, exist_ok=True)
     model = _unwrap(learn.model)
     desc_model = _model_desc(model, model_kwargs)

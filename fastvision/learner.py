@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import checkpoint, inference, summary
+from . import checkpoint, distributed, inference, summary
 from .callback import schedule
 from .callback.core import (
     Callback,
@@ -35,6 +35,7 @@ from .callback.core import (
 )
 from .callback.progress import ProgressCallback, _noop
 from .callback.recorder import Recorder
+from .callback.resume import resume_callbacks, warn_interrupted
 from .metrics import AvgMetric
 from .optimizer import Adam, build_optimizer, freeze_groups, set_hyper, trainable_params
 
@@ -127,7 +128,7 @@ class Learner(CallbackHost):
         self._device: torch.device | None = None
         self._groups: list[list[nn.Parameter]] = []
         self._force_train: set[int] = set()
-        self.frozen_idx = 0
+        self.frozen_idx, self._first_iter = 0, 0  # _first_iter: batches of the epoch done before a resume
         self._init_callbacks()
         self.add_cb(TrainEvalCallback())
         if default_cbs:
@@ -237,12 +238,14 @@ class Learner(CallbackHost):
             body()
         except CancelFitException:
             self("after_cancel_fit")
-        except BaseException:
+        except BaseException as e:
             try:
                 self("after_fit")
             except Exception as cleanup_error:
                 warnings.warn(f"after_fit failed while handling another error: {cleanup_error}", stacklevel=2)
             self._end_cleanup()
+            if isinstance(e, KeyboardInterrupt):
+                warn_interrupted(self)
             raise
         self("after_fit")
         self._end_cleanup()
@@ -272,7 +275,8 @@ class Learner(CallbackHost):
         except TypeError:
             self.n_iter = None
         n_inp = getattr(dl, "n_inp", None) or getattr(self.dls, "n_inp", None) or 1
-        for i, b in enumerate(dl):
+        first, self._first_iter = self._first_iter, 0
+        for i, b in enumerate(dl, first):
             self.iter = i
             b = self._to_device(b if isinstance(b, (tuple, list)) else (b,))
             self.xb, self.yb = tuple(b[:n_inp]), tuple(b[n_inp:])
@@ -326,6 +330,7 @@ class Learner(CallbackHost):
         cbs: Any = None,
         reset_opt: bool = False,
         start_epoch: int = 0,
+        resume: str | Path | bool | None = None,
     ) -> None:
         """Train for `n_epoch` epochs at a constant lr (`self.lr` if None; a slice spreads it over groups).
 
@@ -334,9 +339,11 @@ class Learner(CallbackHost):
             cbs: callbacks added for this fit only.
             reset_opt: rebuild the optimizer (drop its state) first.
             start_epoch: skip epochs before it (resume); schedules still count them.
+            resume: a `ResumableCheckpoint` file (True: the newest) to continue exactly (callback/resume.py).
         """
         if not 0 <= start_epoch <= n_epoch:
             raise ValueError(f"start_epoch={start_epoch} must be between 0 and n_epoch={n_epoch}.")
+        cbs = [*_listify(cbs), *distributed.auto_callbacks(self), *resume_callbacks(resume)]
         with self.added_cbs(cbs), self._running("fit"):
             if reset_opt or self.opt is None:
                 self.create_opt()
@@ -361,9 +368,11 @@ class Learner(CallbackHost):
         cbs: Any = None,
         reset_opt: bool = False,
         start_epoch: int = 0,
+        resume: str | Path | bool | None = None,
     ) -> None:
         """Train with the 1cycle policy: lr from `lr_max/div` up to `lr_max` (cosine, first `pct_start`), then
         down to `lr_max/div_final`; momentum `moms` (default `self.moms`) goes the opposite way."""
+        cbs = [*_listify(cbs), *resume_callbacks(resume)]
         schedule.fit_one_cycle(
             self, n_epoch, lr_max, div, div_final, pct_start, wd, moms, cbs, reset_opt, start_epoch
         )
@@ -472,6 +481,21 @@ class Learner(CallbackHost):
         """Train with bfloat16 autocast (adds `MixedPrecision(amp_mode='bf16')`)."""
         return self.to_fp16(amp_mode="bf16")
 
+    def to_channels_last(self) -> Learner:
+        """Train in the channels-last memory format (adds `ChannelsLast`; faster convolutions with AMP on GPUs)."""
+        from .callback.fp16 import ChannelsLast
+
+        return self.remove_cb(ChannelsLast).add_cb(ChannelsLast())
+
+    def compile(self, **kwargs: Any) -> Learner:
+        """Compile the model in place (`model.compile(**kwargs)`): the same module, state-dict keys and freezing."""
+        self.model.compile(**kwargs)
+        return self
+
+    def distrib_ctx(self, sync_bn: bool = True, **ddp_kwargs: Any) -> contextlib.AbstractContextManager:
+        """Train with DDP in the block when torchrun started several processes (no-op otherwise); see distributed.py."""
+        return distributed.distrib_ctx(self, sync_bn, **ddp_kwargs)
+
     def to_fp32(self) -> Learner:
         """Go back to full precision (removes `MixedPrecision`)."""
         from .callback.fp16 import MixedPrecision
@@ -479,7 +503,9 @@ class Learner(CallbackHost):
         return self.remove_cb(MixedPrecision)
 
     def save(self, name: str | Path, with_opt: bool = True) -> Path:
-        """Write the model (and optimizer) state dicts to `path/model_dir/name.pth`, atomically; return the file."""
+        """Write the model (and optimizer) state dicts to `path/model_dir/name.pth`, atomically, on rank 0; return the file."""
+        if distributed.rank_distrib() != 0:
+            return self._file(name)
         return checkpoint.save_checkpoint(self._file(name), self.model, self.opt if with_opt else None)
 
     def load(
@@ -489,6 +515,7 @@ class Learner(CallbackHost):
         if self.opt is None:
             self.create_opt()
         device = getattr(self.dls, "device", None) if device is None else device
+        distributed.distrib_barrier()  # under DDP: wait for rank 0's save
         checkpoint.load_checkpoint(self._file(name), self.model, self.opt, device, with_opt, strict)
         return self
 

@@ -212,3 +212,26 @@ def test_flip_and_dihedral():
     torch.manual_seed(0)
     outs = {np.asarray(DihedralItem()(im, 0)).tobytes() for _ in range(40)}
     assert 4 < len(outs) <= 8
+
+
+def test_datablock_resize_goes_straight_to_a_tensor_close_to_fastai():
+    from fastvision.data.block import DataBlock, _set_lazy
+
+    im = _img(50, 36)
+    (fused, to_tensor) = _set_lazy([Resize(24), ToTensor()], [])
+    assert fused.to_tensor and not fused.lazy
+    out = to_tensor(fused(im, 1), 1)
+    assert out.shape == (3, 24, 24) and out.dtype == torch.uint8
+    # fastai: largest square (36) at int((50-36)*0.5) = 7, then a bilinear resize to 24
+    ref = torch.from_numpy(np.array(im.crop((7, 0, 43, 36)).resize((24, 24), Image.Resampling.BILINEAR)))
+    diff = (out.permute(1, 2, 0).float() - ref.float()).abs()
+    assert diff.mean() < 1.5 and diff.max() <= 12
+    assert DataBlock  # the DataBlock applies the same copy to its item_tfms
+
+
+def test_fused_resize_keeps_pil_path_for_padding_and_palette():
+    im = _img(40, 20)
+    t = Resize(20, method="pad", pad_mode="zeros")
+    t.to_tensor = True
+    out = t(im, 1)
+    assert isinstance(out, torch.Tensor) and out.shape == (3, 20, 20) and int(out[:, :4].max()) == 0

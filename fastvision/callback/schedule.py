@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..distributed import num_distrib
 from ..optimizer import get_hyper, set_hyper
 from .core import Callback, CancelFitException, CancelValidException, _listify
 
@@ -469,6 +470,7 @@ def lr_find(
     n_iter = len(learn.dls.train)
     if n_iter == 0:
         raise ValueError("lr_find needs at least one training batch; `dls.train` is empty.")
+    n_iter = max(1, n_iter // num_distrib())  # under DDP each process runs its shard of the batches
     n_epoch = num_it // n_iter + 1
     finder = LRFinder(start_lr, end_lr, num_it, stop_div)
     with learn.no_logging():

@@ -158,16 +158,20 @@ def _merge_tfms(*tfm_lists: Any) -> list:
 
 
 def _set_lazy(item_tfms: list, batch_tfms: list) -> list:
-    """Copy item resizes with `lazy=True` when a batch transform resamples and nothing after them needs pixels."""
-    if not any(getattr(t, "resamples", None) is True for t in batch_tfms):
-        return item_tfms
+    """Copy item resizes with `lazy=True` when a batch transform resamples and nothing after them needs pixels;
+    otherwise with `to_tensor=True` (resize straight to a uint8 tensor) when only `ToTensor` follows them."""
+    resampled = any(getattr(t, "resamples", None) is True for t in batch_tfms)
     out = []
     for t in item_tfms:
         later = [u for u in item_tfms if getattr(u, "order", 0) > getattr(t, "order", 0)]
+        only_to_tensor = all(isinstance(u, ToTensor) for u in later)
         safe = all(isinstance(u, ToTensor) or getattr(u, "accepts_pending", False) for u in later)
-        if hasattr(t, "lazy") and isinstance(t, Transform) and safe:
+        if hasattr(t, "lazy") and isinstance(t, Transform) and resampled and safe:
             t = copy.copy(t)
             t.lazy = True
+        elif hasattr(t, "to_tensor") and isinstance(t, Transform) and only_to_tensor and later:
+            t = copy.copy(t)
+            t.to_tensor = True
         out.append(t)
     return out
 
