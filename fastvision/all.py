@@ -1,5 +1,7 @@
 """Everything a user needs, for `from fastvision.all import *`. Star imports live here only."""
 
+from pathlib import Path
+
 from torchvision.models import (
     convnext_tiny,
     densenet121,
@@ -34,6 +36,7 @@ from .learner import *
 from .losses import *
 from .metrics import *
 from .optimizer import *
+from .testing import *
 from .transform import *
 from .vision.augment import *
 from .vision.data import *
@@ -43,4 +46,3 @@ from .vision.lighting import *
 from .vision.models import *
 from .vision.resize import *
 from .vision.show import *
-from .testing import *

@@ -253,25 +253,22 @@ class DistributedTrainer(Callback):
         if not _initialized() or dist.get_world_size() < 2:
             return
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        learn.add_cb(self._teardown)  # its after_fit undoes all this, also after an error
+        self._bn, self._samplers, self._stdout, self.wrapped = [], [], None, True
+        learn.add_cb(self._teardown)  # its after_fit undoes what follows, also after an error
         dev = self._place(learn)
         cuda = dev is not None and dev.type == "cuda"
         self._bn = _swap_sync_bn(learn.model) if self.sync_bn and cuda else []
         self._samplers = [self._shard(learn.dls.train, True)]
         with contextlib.suppress(IndexError, AttributeError):
             self._samplers.append(self._shard(learn.dls.valid, False))
-        self._muted, self._stdout = [], None
         if self.rank != 0:
-            self._muted = [
-                c for c in learn.cbs if type(c).__name__ in _MUTED or getattr(c, "rank0_only", False)
-            ]
-            for c in self._muted:
-                c.run = False
+            for c in learn.cbs:  # `run` comes back on by itself after after_fit
+                if type(c).__name__ in _MUTED or getattr(c, "rank0_only", False):
+                    c.run = False
             self._stdout, sys.stdout = sys.stdout, open(os.devnull, "w")  # noqa: SIM115
         if any(p.requires_grad for p in learn.model.parameters()):
             kw = {"device_ids": [dev.index]} if cuda else {}
             learn.model = nn.parallel.DistributedDataParallel(learn.model, **{**kw, **self.ddp_kwargs})
-        self.wrapped = True
 
     def _place(self, learn: Any) -> torch.device | None:
         """On CUDA, move the loaders and the model to `cuda:LOCAL_RANK`."""

@@ -90,8 +90,8 @@ CALLBACKS = [
     "dls = DataLoaders.from_dsets(torch.utils.data.TensorDataset(x[:200], y[:200]), torch.utils.data.TensorDataset(x[200:], y[200:]), bs=32)\n"
     "def model():\n    torch.manual_seed(0)\n"
     "    return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))",
-    "learn = Learner(dls, model(), loss_func=nn.CrossEntropyLoss(), metrics=accuracy)\n"
-    "learn.fit_one_cycle(4, 1e-2, cbs=[SaveModelCallback(monitor='accuracy'), CSVLogger()])\n"
+    "learn = Learner(dls, model(), loss_func=nn.CrossEntropyLoss(), metrics=accuracy, cbs=CSVLogger())\n"
+    "learn.fit_one_cycle(4, 1e-2, cbs=SaveModelCallback(monitor='accuracy'))  # fit's cbs last for this fit only\n"
     "learn.csv_logger.read_log()",
     "md:A monitor name that is not recorded fails at `fit` start, listing the names that are.",
     "try:\n    learn.fit(1, cbs=EarlyStoppingCallback(monitor='val_loss'))\nexcept ValueError as e:\n    print(e)",

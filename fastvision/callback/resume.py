@@ -316,16 +316,27 @@ class ResumeFrom(Callback):
         if self._skip is None or getattr(self.learn, "mode", "fit") != "fit":
             return
         k, self._skip = self._skip, None
-        dl = self.learn.dl
+        dl = self._dl = self.learn.dl
         if k and hasattr(dl, "_sampler"):
             dl._sampler, dl._torch_dl = _SkipBatches(dl._sampler, k), None
             self.learn._first_iter = k
+        elif k:
+            warnings.warn(
+                f"Cannot skip the {k} batches already done with a {type(dl).__name__}: epoch "
+                f"{self.learn.epoch} restarts from its first batch. Use fastvision DataLoaders to resume exactly.",
+                stacklevel=2,
+            )
 
     def after_train(self) -> None:
         """Put the loader's sampler back."""
-        dl = self.learn.dl
+        dl = getattr(self, "_dl", None)
         if isinstance(getattr(dl, "_sampler", None), _SkipBatches):
             dl._sampler, dl._torch_dl = dl._sampler.inner, None
+
+    def after_fit(self) -> None:
+        """Put the sampler back also when the first epoch did not finish (an error or interrupt)."""
+        self.after_train()
+        self._dl = None
 
 
 def resume_callbacks(resume: str | Path | bool | None) -> list[Callback]:

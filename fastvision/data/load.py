@@ -265,7 +265,8 @@ class DataLoader:
         figsize: tuple[float, float] | None = None,
         unique: bool = False,
     ) -> Figure:
-        """Draw up to `max_n` decoded images titled with their labels; `unique=True` augments one item."""
+        """Draw up to `max_n` decoded images (`nrows * ncols` when both are given); `unique=True` augments one item."""
+        max_n = nrows * ncols if nrows and ncols else max_n  # fmt: skip
         if unique:  # one item (random when shuffling) repeated, each copy augmented on its own
             idx = int(torch.randint(len(self.dataset), ())) if self.shuffle else 0
             b = self._finish(self._fetch_main([idx] * max_n), [])
