@@ -26,7 +26,7 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "nbformat>=5.9", "nbclient>=0.10",
-                "ipykernel>=6.29", "pandas>=2.0"],
+                "ipykernel>=6.29", "pandas>=2.0", "mkdocs>=1.6"],
         "docs": ["mkdocs>=1.6"],
         "tensorboard": ["tensorboard>=2.15"],
     },

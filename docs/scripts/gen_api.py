@@ -29,6 +29,7 @@ import os
 import pkgutil
 import re
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +69,8 @@ def defining_module(obj: Any) -> str | None:
 
 # ------------------------------------------------------------------------------------------ text
 def escape(text: str) -> str:
-    """Escape what Markdown would eat outside code spans: `<tags>` and `*emphasis*`."""
-    parts = re.split(r"(`+[^`]*?`+)", text)
+    """Escape what Markdown would eat outside code spans: `<tags>` and stray `*` (a `**bold**` stays)."""
+    parts = re.split(r"(`+[^`]*?`+|\*\*[^*\s](?:[^*]*[^*\s])?\*\*)", text)
     for i in range(0, len(parts), 2):
         parts[i] = parts[i].replace("<", "&lt;").replace("*", r"\*")
     return "".join(parts)
@@ -139,8 +140,11 @@ def render_doc(doc: str | None) -> str:
             in_code = True
             out.append(line)
         else:
-            if re.match(r"^(- |\* |\d+\. )", line) and prev.strip() and not _is_list_line(prev):
-                out.append("")
+            item = re.match(r"^(- |\* |\d+\. )", line)
+            if prev.strip() and (
+                (item and not _in_list(out)) or (not item and not line[0].isspace() and _in_list(out))
+            ):
+                out.append("")  # a list starts, or an unindented line ends one
             out.append(escape(line))
         i += 1
     text = "\n".join(out).strip()
@@ -185,7 +189,29 @@ def fmt_annotation(a: Any) -> str:
     return inspect.formatannotation(a)
 
 
-def fmt_params(sig: inspect.Signature, drop_first: bool = False) -> tuple[list[str], str]:
+def source_defaults(fn: Any) -> dict[str, str]:
+    """The default values of `fn`'s parameters as written in its source (`1e-3`, not `0.001`)."""
+    fn = inspect.unwrap(fn)
+    try:
+        src = textwrap.dedent(inspect.getsource(fn))
+        tree = ast.parse(src)
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    node = next((n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))), None)
+    if node is None or node.name != fn.__name__:
+        return {}
+    a, out = node.args, {}
+    pos = a.posonlyargs + a.args
+    pairs = [*zip(pos[len(pos) - len(a.defaults) :], a.defaults), *zip(a.kwonlyargs, a.kw_defaults)]
+    for arg, d in pairs:
+        seg = ast.get_source_segment(src, d) if d is not None else None
+        if seg is not None:
+            out[arg.arg] = " ".join(seg.split()) if "\n" in seg else seg
+    return out
+
+
+def fmt_params(sig: inspect.Signature, drop_first: bool = False, fn: Any = None) -> tuple[list[str], str]:
+    written = source_defaults(fn) if fn is not None else {}
     params = list(sig.parameters.values())[1 if drop_first else 0 :]
     out, star_done, pos_only = [], False, False
     for p in params:
@@ -200,12 +226,13 @@ def fmt_params(sig: inspect.Signature, drop_first: bool = False) -> tuple[list[s
         s = {p.VAR_POSITIONAL: "*", p.VAR_KEYWORD: "**"}.get(p.kind, "") + p.name
         if p.kind is p.VAR_POSITIONAL:
             star_done = True
+        default = written.get(p.name) or (fmt_default(p.default) if p.default is not p.empty else None)
         if p.annotation is not p.empty:
             s += f": {fmt_annotation(p.annotation)}"
             if p.default is not p.empty:
-                s += f" = {fmt_default(p.default)}"
+                s += f" = {default}"
         elif p.default is not p.empty:
-            s += f"={fmt_default(p.default)}"
+            s += f"={default}"
         out.append(s)
     if pos_only:
         out.append("/")
@@ -218,7 +245,10 @@ def signature(obj: Any, drop_first: bool = False) -> tuple[list[str], str] | Non
         sig = inspect.signature(obj)
     except (TypeError, ValueError):
         return None
-    return fmt_params(sig, drop_first)
+    fn = obj
+    if inspect.isclass(obj):  # the __init__ the signature comes from
+        fn = next((vars(k)["__init__"] for k in obj.__mro__ if "__init__" in vars(k)), None)
+    return fmt_params(sig, drop_first, fn if inspect.isfunction(inspect.unwrap(fn) if fn else None) else None)
 
 
 def code_signature(prefix: str, name: str, sig: tuple[list[str], str] | None) -> str:
@@ -226,6 +256,8 @@ def code_signature(prefix: str, name: str, sig: tuple[list[str], str] | None) ->
     if sig is None:
         return f"```python\n{prefix}{name}\n```"
     params, ret = sig
+    if prefix == "class " and not params:
+        return f"```python\n{prefix}{name}\n```"
     one = f"{prefix}{name}({', '.join(params)}){ret}"
     if len(one) <= 100:
         return f"```python\n{one}\n```"
@@ -248,9 +280,19 @@ def constant_doc(module: Any, name: str) -> str | None:
     except (OSError, TypeError):
         return None
     for node, nxt in zip(body, body[1:]):
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        targets = (
+            node.targets
+            if isinstance(node, ast.Assign)
+            else [node.target]
+            if isinstance(node, ast.AnnAssign)
+            else []
+        )
         if name in {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}:
-            if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
+            if (
+                isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
                 return nxt.value.value
             return None
     return None
@@ -326,7 +368,7 @@ def document(module: Any, name: str, documented: dict[str, str]) -> str:
     if home and home != module.__name__ and name in documented.get(home, ()):
         return "\n".join([*parts, f"Re-exported from [`{home}`]({page_name(home)}.md#{name.lower()}).", ""])
     if inspect.isclass(obj):
-        bases = [b for b in obj.__bases__ if b is not object]
+        bases = [b for b in obj.__bases__ if b is not object and not b.__name__.startswith("_")]
         base_txt = ", ".join(
             f"`{b.__module__}.{b.__qualname__}`" if b.__module__.startswith(PKG) else f"`{b.__qualname__}`"
             for b in bases
@@ -343,7 +385,12 @@ def document(module: Any, name: str, documented: dict[str, str]) -> str:
         if members:
             parts += ["**Methods and properties:**", "", *members, ""]
     elif inspect.isroutine(obj):
-        parts += [code_signature("def ", name, signature(obj)), "", render_doc(obj.__doc__) or "*(no docstring)*", ""]
+        parts += [
+            code_signature("def ", name, signature(obj)),
+            "",
+            render_doc(obj.__doc__) or "*(no docstring)*",
+            "",
+        ]
     else:
         src = constant_source(module, name)
         kind = type(obj).__name__
@@ -410,7 +457,11 @@ def api_index(mods: list[str]) -> str:
 
 
 def api_nav(mods: list[str]) -> str:
-    lines = [f"  {NAV_BEGIN} (generated by docs/scripts/gen_api.py)", "  - API reference:", "    - api/index.md"]
+    lines = [
+        f"  {NAV_BEGIN} (generated by docs/scripts/gen_api.py)",
+        "  - API reference:",
+        "    - api/index.md",
+    ]
     for title, _ in GROUPS:
         lines.append(f"    - {title}:")
         lines += [f"      - {page_name(m)}: api/{page_name(m)}.md" for m in mods if group_of(m) == title]
@@ -455,7 +506,11 @@ def cli_page() -> str:
         return "```text\n" + cli_usage(m.group(1)).rstrip() + "\n```"
 
     body = re.sub(r"^<!-- usage: ([\w-]+) -->$", usage, template, flags=re.M)
-    return GENERATED.format(src="`docs/scripts/cli.template.md` and `fastvision.cli.build_parser()`") + "\n\n" + body
+    return (
+        GENERATED.format(src="`docs/scripts/cli.template.md` and `fastvision.cli.build_parser()`")
+        + "\n\n"
+        + body
+    )
 
 
 # ------------------------------------------------------------------------------------------ main
