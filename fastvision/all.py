@@ -24,12 +24,14 @@ from .callback.fp16 import *
 from .callback.loggers import *
 from .callback.progress import *
 from .callback.recorder import *
+from .callback.resume import *
 from .callback.schedule import *
 from .callback.tracker import *
 from .data.block import *
 from .data.external import *
 from .data.items import *
 from .data.load import *
+from .distributed import *
 from .export import *
 from .interpret import *
 from .learner import *

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .distributed import distrib_barrier, rank_distrib
+
 __all__ = ["atomic_save", "save_checkpoint", "load_checkpoint", "unwrap_model"]
 
 
@@ -59,7 +61,12 @@ def _match_keys(weights: dict, model: nn.Module) -> dict:
 
 
 def save_checkpoint(file: str | Path, model: nn.Module, opt: torch.optim.Optimizer | None = None) -> Path:
-    """Save the (unwrapped) model's state dict, or `{'model': ..., 'opt': opt.state_dict()}` with `opt`; return the file."""
+    """Save the (unwrapped) model's state dict, or `{'model': ..., 'opt': opt.state_dict()}` with `opt`; return the file.
+
+    Under DDP only rank 0 writes; the other processes return the file name.
+    """
+    if rank_distrib() != 0:
+        return Path(file)
     state: Any = unwrap_model(model).state_dict()
     if opt is not None:
         state = {"model": state, "opt": opt.state_dict()}
@@ -74,7 +81,11 @@ def load_checkpoint(
     with_opt: bool = True,
     strict: bool | str = True,
 ) -> None:
-    """Load a file written by `save_checkpoint` into `model` (and `opt` when `with_opt`), `weights_only=True`."""
+    """Load a file written by `save_checkpoint` into `model` (and `opt` when `with_opt`), `weights_only=True`.
+
+    Under DDP every process waits at a barrier first (for rank 0's save), so call it on every process.
+    """
+    distrib_barrier()
     file = Path(file)
     if not file.is_file():
         avail = sorted(p.stem for p in file.parent.glob("*.pth")) if file.parent.is_dir() else []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -110,8 +109,13 @@ def _learner(args: argparse.Namespace, dls: Any) -> Any:
 def train(args: argparse.Namespace) -> None:
     """Train, report and export a classifier on an image folder (`fastvision train`)."""
     if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
-        torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
-        cmd = [torchrun, f"--nproc_per_node={args.nproc}", "-m", "fastvision.cli", *sys.argv[1:]]
+        torchrun = [sys.executable, "-m", "torch.distributed.run"]  # torchrun of this very environment
+        # forward the arguments without --nproc, which torchrun would take for an abbreviation of its own
+        argv = sys.argv[1:]
+        argv = [
+            a for i, a in enumerate(argv) if not (a.startswith("--nproc") or i and argv[i - 1] == "--nproc")
+        ]
+        cmd = [*torchrun, f"--nproc_per_node={args.nproc}", "-m", "fastvision.cli", *argv]
         raise SystemExit(subprocess.call(cmd))
     from .distributed import rank_distrib
 

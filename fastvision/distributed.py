@@ -109,11 +109,14 @@ def rank0_first(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return func(*args, **kwargs)
 
 
-def _comm_device() -> torch.device:
-    """Where tensors go for a collective: the CPU (gloo) unless the group is nccl-only."""
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+def _to_comm(t: torch.Tensor) -> torch.Tensor:
+    """Move `t` where the process group can reduce it: CUDA for nccl alone, the CPU for gloo alone; else stay."""
+    backend = dist.get_backend()
+    if backend == "nccl" and t.device.type != "cuda":
+        return t.to(torch.device("cuda", torch.cuda.current_device()))
+    if backend == "gloo" and t.device.type != "cpu":
+        return t.cpu()
+    return t  # e.g. 'cpu:gloo,cuda:nccl': CUDA tensors reduce on the GPU without a host sync
 
 
 def _gather_cat(xs: list[torch.Tensor], device: Any) -> list[torch.Tensor]:
@@ -137,9 +140,9 @@ def sync_metric(m: Any, device: Any = "cpu") -> None:
     if callable(getattr(m, "sync_distrib", None)):
         m.sync_distrib()
     elif hasattr(m, "total") and hasattr(m, "count"):
-        dev, was = _comm_device(), m.total
-        total = torch.as_tensor(was, dtype=torch.float64).detach().to(dev).clone()
-        count = torch.tensor(float(m.count), dtype=torch.float64, device=dev)
+        was = m.total
+        total = _to_comm(torch.as_tensor(was, dtype=torch.float64).detach().clone())
+        count = torch.tensor(float(m.count), dtype=torch.float64, device=total.device)
         dist.all_reduce(total)
         dist.all_reduce(count)
         m.total = total.to(was.device, torch.float32) if isinstance(was, torch.Tensor) else float(total)
@@ -291,7 +294,7 @@ class DistributedTrainer(Callback):
             )
             return None
         seed = dl.seed if dl.seed is not None else dl._sample_gen.initial_seed()
-        t = torch.tensor([seed % 2**62], dtype=torch.int64, device=_comm_device())
+        t = _to_comm(torch.tensor([seed % 2**62], dtype=torch.int64))
         dist.broadcast(t, 0)  # the same permutation on every rank
         shuffle, drop = (dl.shuffle, dl.drop_last) if train else (False, False)
         s = DistributedBatchSampler(
@@ -322,7 +325,7 @@ class DistributedTrainer(Callback):
         learn = self.learn
         if learn.training and self._live() and isinstance(learn.loss, torch.Tensor):
             dev = learn.loss.device
-            loss = learn.loss.detach().float().mean().to(_comm_device())
+            loss = _to_comm(learn.loss.detach().float().mean())
             dist.all_reduce(loss)
             learn.loss = (loss / self.world).to(dev)
 

@@ -33,6 +33,7 @@ from .callback.core import (
     TrainEvalCallback,
     _listify,
 )
+from .callback.fp16 import ChannelsLast
 from .callback.progress import ProgressCallback, _noop
 from .callback.recorder import Recorder
 from .callback.resume import resume_callbacks, warn_interrupted
@@ -244,8 +245,7 @@ class Learner(CallbackHost):
             except Exception as cleanup_error:
                 warnings.warn(f"after_fit failed while handling another error: {cleanup_error}", stacklevel=2)
             self._end_cleanup()
-            if isinstance(e, KeyboardInterrupt):
-                warn_interrupted(self)
+            warn_interrupted(self, e)
             raise
         self("after_fit")
         self._end_cleanup()
@@ -371,7 +371,7 @@ class Learner(CallbackHost):
         resume: str | Path | bool | None = None,
     ) -> None:
         """Train with the 1cycle policy: lr from `lr_max/div` up to `lr_max` (cosine, first `pct_start`), then
-        down to `lr_max/div_final`; momentum `moms` (default `self.moms`) goes the opposite way."""
+        down to `lr_max/div_final`; momentum `moms` (default `self.moms`) goes the opposite way. `resume`: as `fit`."""
         cbs = [*_listify(cbs), *resume_callbacks(resume)]
         schedule.fit_one_cycle(
             self, n_epoch, lr_max, div, div_final, pct_start, wd, moms, cbs, reset_opt, start_epoch
@@ -483,8 +483,6 @@ class Learner(CallbackHost):
 
     def to_channels_last(self) -> Learner:
         """Train in the channels-last memory format (adds `ChannelsLast`; faster convolutions with AMP on GPUs)."""
-        from .callback.fp16 import ChannelsLast
-
         return self.remove_cb(ChannelsLast).add_cb(ChannelsLast())
 
     def compile(self, **kwargs: Any) -> Learner:
@@ -503,9 +501,7 @@ class Learner(CallbackHost):
         return self.remove_cb(MixedPrecision)
 
     def save(self, name: str | Path, with_opt: bool = True) -> Path:
-        """Write the model (and optimizer) state dicts to `path/model_dir/name.pth`, atomically, on rank 0; return the file."""
-        if distributed.rank_distrib() != 0:
-            return self._file(name)
+        """Write the model (and optimizer) state dicts to `path/model_dir/name.pth`, atomically; return the file."""
         return checkpoint.save_checkpoint(self._file(name), self.model, self.opt if with_opt else None)
 
     def load(
@@ -515,7 +511,6 @@ class Learner(CallbackHost):
         if self.opt is None:
             self.create_opt()
         device = getattr(self.dls, "device", None) if device is None else device
-        distributed.distrib_barrier()  # under DDP: wait for rank 0's save
         checkpoint.load_checkpoint(self._file(name), self.model, self.opt, device, with_opt, strict)
         return self
 

@@ -15,7 +15,9 @@ from fastvision.testing import make_image_folder  # noqa: E402
 @pytest.fixture
 def pets_folder(tmp_path):
     """A Pets-shaped folder: `<class>_<i>.jpg` files in one directory, 3 classes x 6 images."""
-    return make_image_folder(tmp_path / "images", classes=("Abyssinian", "beagle", "pug"), n_per_class=6, layout="name")
+    return make_image_folder(
+        tmp_path / "images", classes=("Abyssinian", "beagle", "pug"), n_per_class=6, layout="name"
+    )
 
 
 @pytest.fixture

@@ -4,6 +4,8 @@
 (DDP detected automatically), fit_one_cycle inside `learn.distrib_ctx()` with SaveModelCallback and
 CSVLogger, save/load, export, get_preds. Each rank writes OUT/result_<rank>.json with the recorded values
 and the files it wrote (every `os.replace` and `Path.open` for writing is recorded).
+`... OUT 8 checkpoints` trains shuffled with a checkpoint every batch, `... OUT 8 FILE` resumes from FILE;
+both write each rank's final weights to OUT/final_<rank>.pt.
 """
 
 from __future__ import annotations
@@ -55,14 +57,22 @@ def recorded_writes() -> Iterator[list[str]]:
         os.replace, pathlib.Path.open = replace, open_
 
 
-def main(out: str, bs: int) -> dict:
-    """Train, save, export; return (and write) this rank's results."""
-    from fastvision.callback.loggers import CSVLogger
-    from fastvision.callback.tracker import SaveModelCallback
+def _probe(seen: list) -> object:
+    """A callback recording, after each training phase, the model's type and the batches this process ran."""
+    from fastvision.callback.core import Callback
+
+    class Probe(Callback):
+        def after_train(self) -> None:
+            seen.append([type(self.learn.model).__name__, self.learn.n_iter])
+
+    return Probe()
+
+
+def make_learner(out: str, bs: int, shuffle: bool = False) -> object:
+    """The tiny learner: 64 training items (no shuffle by default), 31 validation items (uneven shards)."""
     from fastvision.data.load import DataLoader, DataLoaders
-    from fastvision.distributed import num_distrib, rank_distrib
     from fastvision.learner import Learner
-    from fastvision.metrics import accuracy
+    from fastvision.metrics import F1Score, accuracy
     from fastvision.testing import make_tensor_data
 
     if __name__ == "__main__":
@@ -72,19 +82,49 @@ def main(out: str, bs: int) -> dict:
     torch.manual_seed(0)
     x, y = make_tensor_data(95, 3, size=4, seed=1)
     kw = dict(num_workers=0, device="cpu")
-    train = DataLoader(TensorDataset(x[:64], y[:64]), bs=bs, shuffle=False, drop_last=True, seed=0, **kw)
-    valid = DataLoader(TensorDataset(x[64:], y[64:]), bs=bs, **kw)  # 31 items: uneven shards
-    learn = Learner(
-        DataLoaders(train, valid, path=out), Net(), loss_func=nn.CrossEntropyLoss(), metrics=accuracy, lr=1e-2
+    train = DataLoader(TensorDataset(x[:64], y[:64]), bs=bs, shuffle=shuffle, drop_last=True, seed=0, **kw)
+    valid = DataLoader(TensorDataset(x[64:], y[64:]), bs=bs, **kw)
+    return Learner(
+        DataLoaders(train, valid, path=out),
+        Net(),
+        loss_func=nn.CrossEntropyLoss(),
+        metrics=[accuracy, F1Score(average="macro")],
+        lr=1e-2,
     )
+
+
+def resume_main(out: str, resume: str | None) -> None:
+    """Shuffled DDP training with a checkpoint every batch (or resumed from `resume`); weights to OUT/final_<rank>.pt."""
+    from fastvision.callback.resume import ResumableCheckpoint
+    from fastvision.distributed import rank_distrib
+
+    learn = make_learner(out, 8, shuffle=True)
+    if resume:
+        learn.model.lin1.weight.data.add_(1)  # every weight must come from the checkpoint
+    learn.fit_one_cycle(3, 1e-2, cbs=ResumableCheckpoint(every_n_iters=1, keep_last=None), resume=resume)
+    torch.save(learn.model.state_dict(), os.path.join(out, f"final_{rank_distrib()}.pt"))
+
+
+def main(out: str, bs: int) -> dict:
+    """Train, save, export; return (and write) this rank's results."""
+    from fastvision.callback.loggers import CSVLogger
+    from fastvision.callback.tracker import SaveModelCallback
+    from fastvision.distributed import num_distrib, rank_distrib
+
+    learn = make_learner(out, bs)
     with recorded_writes() as writes:
         sugg = learn.lr_find(num_it=10, show_plot=False)
         with learn.distrib_ctx(sync_bn=True):
-            learn.fit_one_cycle(2, 1e-2, cbs=[SaveModelCallback(), CSVLogger()])
+            seen: list = []
+            learn.fit_one_cycle(2, 1e-2, cbs=[SaveModelCallback(), CSVLogger(), _probe(seen)])
         learn.save("final")
         learn.load("final")
         exported = learn.export("export")
         preds, targs = learn.get_preds()
+    learn.splitter = lambda m: [list(m.lin1.parameters()), list(m.lin2.parameters())]
+    learn.create_opt()
+    with learn.no_logging():
+        learn.fine_tune(1, freeze_epochs=1)  # freeze, fit (DDP over the head), unfreeze, fit (all)
     rank = rank_distrib()
     res = {
         "rank": rank,
@@ -96,6 +136,8 @@ def main(out: str, bs: int) -> dict:
         "accuracy": float((preds.argmax(1) == targs).float().mean()),
         "exported": str(exported),
         "model": type(learn.model).__name__,
+        "in_fit": seen,
+        "fine_tuned": [p.detach().sum().item() for p in learn.model.parameters()],
         "writes": writes,
     }
     with open(os.path.join(out, f"result_{rank}.json"), "w") as f:
@@ -105,4 +147,7 @@ def main(out: str, bs: int) -> dict:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    main(sys.argv[1], int(sys.argv[2]))
+    if len(sys.argv) > 3:  # OUT BS checkpoints|RESUME_FILE
+        resume_main(sys.argv[1], None if sys.argv[3] == "checkpoints" else sys.argv[3])
+    else:
+        main(sys.argv[1], int(sys.argv[2]))

@@ -67,7 +67,7 @@ def _slow_save(obj: object, f: object, *args: object, **kwargs: object) -> None:
 def main(out: str, mode: str) -> None:
     """Run one MODE (see the module docstring)."""
     torch.set_num_threads(1)
-    learn = make_learner(out)
+    learn = make_learner(out, seed=1 if mode == "resume" else 0)  # resumed: every weight from the file
     if mode == "save_killed":
         learn.save("ck")
         torch.save(learn.model.state_dict(), Path(out) / "good.pt")

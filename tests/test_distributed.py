@@ -29,7 +29,7 @@ from fastvision.distributed import (
 from fastvision.export import load_learner
 from fastvision.learner import Learner
 from fastvision.metrics import AvgMetric, accuracy
-from fastvision.testing import make_tensor_data
+from fastvision.testing import make_image_folder, make_tensor_data
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
@@ -112,6 +112,8 @@ def test_two_gloo_processes_match_one_process_and_only_rank0_writes(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     r0, r1 = (json.loads((two / f"result_{r}.json").read_text()) for r in (0, 1))
     assert (r0["world"], r1["world"]) == (2, 2) and r0["model"] == r1["model"] == "TinyNet"
+    assert r0["in_fit"] == r1["in_fit"] == [["DistributedDataParallel", 4]] * 2  # 64 items / 2 ranks / bs 8
+    assert single["in_fit"] == [["TinyNet", 4]] * 2  # 64 items / bs 16
     # 2 processes x 8 = the same batches as 1 x 16: same table (global loss and metrics), same weights
     for row, ref in zip(r0["values"], single["values"]):
         assert row == pytest.approx(ref, rel=1e-4, abs=1e-6)
@@ -120,6 +122,8 @@ def test_two_gloo_processes_match_one_process_and_only_rank0_writes(tmp_path):
     a = torch.load(one / "models" / "final.pth")["model"]
     b = torch.load(two / "models" / "final.pth")["model"]
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert r0["fine_tuned"] == r1["fine_tuned"]  # fine_tune under DDP kept the processes in step
+    assert r0["fine_tuned"] == pytest.approx(single["fine_tuned"], rel=1e-4, abs=1e-5)
     assert r0["n_preds"] == r1["n_preds"] == 31 and r0["accuracy"] == r1["accuracy"]
     # files: rank 0 wrote the checkpoints, the CSV log and the export; rank 1 wrote nothing
     assert r1["writes"] == []
@@ -130,6 +134,23 @@ def test_two_gloo_processes_match_one_process_and_only_rank0_writes(tmp_path):
     lines = proc.stdout.splitlines()
     assert sum(line.startswith("epoch") for line in lines) == 1, proc.stdout
     assert sum(line.split()[:1] in (["0"], ["1"]) for line in lines) == 2, proc.stdout
+
+
+@pytest.mark.slow
+def test_two_process_resume_matches_the_uninterrupted_run(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+    for out, mode in (
+        (tmp_path / "a", "checkpoints"),
+        (tmp_path / "b", str(tmp_path / "a/models/resume_0000005.pth")),
+    ):
+        cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node=2", ddp_script.__file__, str(out), "8", mode]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert len(list((tmp_path / "a/models").glob("resume_*.pth"))) == 12  # 3 epochs x 64 / 2 ranks / bs 8
+    assert len(list((tmp_path / "b/models").glob("resume_*.pth"))) == 7  # batches 6 to 12
+    for r in (0, 1):
+        a, b = torch.load(tmp_path / f"a/final_{r}.pt"), torch.load(tmp_path / f"b/final_{r}.pt")
+        assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_compile_keeps_state_dict_keys_freezing_save_and_export(tmp_path):
@@ -147,6 +168,16 @@ def test_compile_keeps_state_dict_keys_freezing_save_and_export(tmp_path):
     assert set(state) == {"lin1.weight", "lin1.bias", "lin2.weight", "lin2.bias"}
     learn.load("c")
     assert load_learner(learn.export("e")).model.lin1.weight.shape == (32, 16)
+
+
+def test_load_strips_the_prefixes_of_wrapped_models_checkpoints(tmp_path):
+    learn = ddp_learner(tmp_path)
+    sd = {f"module._orig_mod.{k}": v + 1 for k, v in learn.model.state_dict().items()}
+    (tmp_path / "models").mkdir()
+    torch.save(sd, tmp_path / "models" / "old.pth")
+    learn.load("old", with_opt=False)
+    assert torch.equal(learn.model.lin1.bias, sd["module._orig_mod.lin1.bias"])
+    assert unwrap_model(nn.DataParallel(torch.compile(learn.model, backend="eager"))) is learn.model
 
 
 def test_a_compiled_module_saves_without_the_orig_mod_prefix(tmp_path):
@@ -187,3 +218,18 @@ def test_to_channels_last(tmp_path):
     assert sum(isinstance(c, ChannelsLast) for c in learn.cbs) == 1
     learn.fit(1)
     assert learn.model.conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.slow
+def test_cli_train_with_nproc_2_runs_under_torchrun(tmp_path):
+    data = make_image_folder(tmp_path / "data", classes=("red", "green"), n_per_class=8, layout="parent")
+    out = tmp_path / "out"
+    args = ["train", str(data), "--arch", "resnet_small", "--no-pretrained", "--epochs", "1", "--lr", "1e-2"]
+    args += ["--size", "32", "--bs", "4", "--num-workers", "0", "--out", str(out), "--nproc", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastvision.cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("exported") == 1 and proc.stdout.count("error_rate") == 2  # header + summary
+    assert (out / "model.json").exists() and load_learner(out / "model.json").vocab == ["green", "red"]

@@ -45,6 +45,10 @@ def test_callback_has_every_event_as_noop():
 def test_make_image_folder_layouts(tmp_path):
     p = make_image_folder(tmp_path / "a", classes=("x", "y"), n_per_class=2, layout="train_valid")
     assert sorted(q.relative_to(p).as_posix() for q in p.rglob("*.jpg")) == [
-        "train/x/x_0.jpg", "train/x/x_1.jpg", "train/y/y_0.jpg", "train/y/y_1.jpg",
-        "valid/x/x_0.jpg", "valid/y/y_0.jpg",
+        "train/x/x_0.jpg",
+        "train/x/x_1.jpg",
+        "train/y/y_0.jpg",
+        "train/y/y_1.jpg",
+        "valid/x/x_0.jpg",
+        "valid/y/y_0.jpg",
     ]

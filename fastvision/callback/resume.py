@@ -36,9 +36,9 @@ from .core import Callback
 from .schedule import ParamScheduler
 from .tracker import TrackerCallback, _fitting
 
-__all__ = ["ResumableCheckpoint", "ResumeFrom", "latest_checkpoint", "training_state", "FORMAT"]
+__all__ = ["ResumableCheckpoint", "ResumeFrom", "latest_checkpoint", "training_state", "RESUME_FORMAT"]
 
-FORMAT = "fastvision-resume-1"
+RESUME_FORMAT = "fastvision-resume-1"
 _TRACKED = ("best", "best_epoch", "wait", "saved", "scale")  # tracker attributes worth carrying over
 
 
@@ -99,7 +99,7 @@ def training_state(learn: Any, epoch_start: torch.Tensor | None = None) -> dict[
         )
     scaler = getattr(learn, "scaler", None)
     return {
-        "format": FORMAT,
+        "format": RESUME_FORMAT,
         "model": unwrap_model(learn.model).state_dict(),
         "opt": learn.opt.state_dict(),
         "scaler": scaler.state_dict() if hasattr(scaler, "state_dict") else None,
@@ -270,7 +270,7 @@ class ResumeFrom(Callback):
             return
         file = self._resolve()
         state = torch.load(file, map_location="cpu", weights_only=True)  # RNG states must stay on the CPU
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
+        if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
             raise ValueError(f"{file} is not a resumable checkpoint (write them with ResumableCheckpoint).")
         loop = state["loop"]
         n_iter = len(learn.dls.train)
@@ -344,8 +344,10 @@ def resume_callbacks(resume: str | Path | bool | None) -> list[Callback]:
     return [] if resume is None or resume is False else [ResumeFrom(resume)]
 
 
-def warn_interrupted(learn: Any) -> None:
-    """After a KeyboardInterrupt in fit: drop the partial gradients and say how to continue."""
+def warn_interrupted(learn: Any, error: BaseException) -> None:
+    """After a KeyboardInterrupt in fit (other errors: nothing): drop the partial gradients, say how to continue."""
+    if not isinstance(error, KeyboardInterrupt):
+        return
     if getattr(learn, "opt", None) is not None:
         learn.opt.zero_grad(set_to_none=True)
     ckpt = next((c.last for c in learn.cbs if isinstance(c, ResumableCheckpoint) and c.last), None)
@@ -361,8 +363,8 @@ def warn_interrupted(learn: Any) -> None:
             f"to continue with resume=...; or continue approximately with start_epoch={learn.epoch}."
         )
     warnings.warn(
-        f"Training interrupted (KeyboardInterrupt) at {where}. The learner is usable (the model holds the "
-        f"weights of the last completed step). {how}",
+        f"Training interrupted (KeyboardInterrupt) at {where}. The learner is usable again (bars closed, "
+        f"model unwrapped, gradients cleared). {how}",
         UserWarning,
         stacklevel=3,
     )
