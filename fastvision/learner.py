@@ -33,10 +33,12 @@ from .callback.core import (
     TrainEvalCallback,
     _listify,
 )
-from .callback.fp16 import ChannelsLast
+from .callback.fp16 import ChannelsLast, MixedPrecision
 from .callback.progress import ProgressCallback, _noop
 from .callback.recorder import Recorder
 from .callback.resume import resume_callbacks, warn_interrupted
+from .callback.tracker import TerminateOnNaNCallback
+from .checks import check_learner_args, to_device
 from .metrics import AvgMetric
 from .optimizer import Adam, build_optimizer, freeze_groups, set_hyper, trainable_params
 
@@ -50,12 +52,7 @@ _LOOP_STATE = (
 
 def default_callbacks() -> list[Callback]:
     """Return the callbacks every Learner gets by default: Recorder, ProgressCallback, TerminateOnNaNCallback."""
-    cbs: list[Callback] = [Recorder(), ProgressCallback()]
-    try:
-        from .callback.tracker import TerminateOnNaNCallback
-    except ImportError:
-        return cbs
-    return [*cbs, TerminateOnNaNCallback()]
+    return [Recorder(), ProgressCallback(), TerminateOnNaNCallback()]
 
 
 class Learner(CallbackHost):
@@ -94,22 +91,7 @@ class Learner(CallbackHost):
         moms: tuple[float, float, float] = (0.95, 0.85, 0.95),
         default_cbs: bool = True,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"Learner expects `model` to be a torch.nn.Module, got {type(model).__name__}.")
-        if not (hasattr(dls, "train") and hasattr(dls, "valid")):
-            raise TypeError(
-                f"Learner expects `dls` with `.train` and `.valid` loaders, got {type(dls).__name__}. "
-                "Wrap plain loaders: `DataLoaders(train_dl, valid_dl)`."
-            )
-        if loss_func is None:
-            loss_func = getattr(dls, "loss_func", None)
-            if loss_func is None:
-                raise TypeError(
-                    "Could not infer the loss function from the data (`dls.loss_func` is missing or None); "
-                    "pass one, e.g. `Learner(dls, model, loss_func=nn.CrossEntropyLoss())`."
-                )
-        if not callable(opt_func):
-            raise TypeError(f"opt_func must be callable (e.g. Adam or torch.optim.SGD), got {opt_func!r}.")
+        loss_func = check_learner_args(dls, model, loss_func, opt_func)
         self.dls, self.model, self.loss_func = dls, model, loss_func
         self.opt_func, self.lr, self.splitter = opt_func, lr, splitter
         self.path = Path(path if path is not None else getattr(dls, "path", "."))
@@ -283,15 +265,7 @@ class Learner(CallbackHost):
             self._with_events(self._do_one_batch, "batch", CancelBatchException)
 
     def _to_device(self, b: Any) -> Any:
-        dev = self._device
-        ready = type(b) in (tuple, list) and all(type(o) is torch.Tensor and o.device == dev for o in b)
-        if dev is None or ready:
-            return b
-        if isinstance(b, torch.Tensor):
-            return b if b.device == dev else b.to(dev, non_blocking=True)
-        if isinstance(b, (tuple, list)):
-            return type(b)(self._to_device(o) for o in b)
-        return b
+        return to_device(b, self._device)
 
     def _do_one_batch(self) -> None:
         with self.autocast():
@@ -472,8 +446,6 @@ class Learner(CallbackHost):
 
     def to_fp16(self, **kwargs: Any) -> Learner:
         """Train with float16 autocast and loss scaling (adds `MixedPrecision(**kwargs)`)."""
-        from .callback.fp16 import MixedPrecision
-
         self.remove_cb(MixedPrecision)
         return self.add_cb(MixedPrecision(**kwargs))
 
@@ -496,8 +468,6 @@ class Learner(CallbackHost):
 
     def to_fp32(self) -> Learner:
         """Go back to full precision (removes `MixedPrecision`)."""
-        from .callback.fp16 import MixedPrecision
-
         return self.remove_cb(MixedPrecision)
 
     def save(self, name: str | Path, with_opt: bool = True) -> Path:
