@@ -60,7 +60,7 @@ def _epochs_for_budget(learn, budget: float, t_iter: float) -> int:
 
 
 def run_demo(epochs: int | None = None, budget: float = 540.0, out: str | Path = "out/demo", bs: int = 256,
-             quick: bool = False, seed: int = 42) -> dict:  # fmt: skip
+             quick: bool = False, seed: int = 42, lr_max: float | None = None) -> dict:  # fmt: skip
     """Train, evaluate, interpret and export on Fashion-MNIST; print the results and return them.
 
     Args:
@@ -70,6 +70,7 @@ def run_demo(epochs: int | None = None, budget: float = 540.0, out: str | Path =
         bs: batch size.
         quick: a 2,048-image subset and one epoch, for smoke tests.
         seed: seed of the whole run.
+        lr_max: one-cycle peak lr (None: 10 x lr_find's valley, within [3e-3, 1e-2]).
     """
     import matplotlib
 
@@ -99,7 +100,7 @@ def run_demo(epochs: int | None = None, budget: float = 540.0, out: str | Path =
 
     plt.gcf().savefig(out / "lr_find.png", dpi=100)
     plt.close("all")
-    lr = float(min(max(sugg.valley * 10, 3e-3), 1e-2))  # valley is conservative for one-cycle
+    lr = lr_max or float(min(max(sugg.valley * 10, 3e-3), 1e-2))  # valley is conservative for one-cycle
     if epochs is None:
         epochs = 1 if quick else _epochs_for_budget(learn, budget, t_iter)
     print(f"lr_find: valley {sugg.valley:.2e}; training {epochs} epochs of one-cycle at lr_max {lr:.2e}")
