@@ -182,7 +182,6 @@ class DataLoader:
         )
         return f"{type(self).__name__}(n={len(self.dataset)}, {kw})"
 
-    # ----- iteration -----
     def _torch_loader(self) -> torch.utils.data.DataLoader:
         if self._torch_dl is None:
             pin = self.pin_memory and torch.cuda.is_available()

@@ -5,7 +5,9 @@ unchanged (a category index passes through `Resize`). Geometry is computed as a 
 coordinates (pixel `i` covers `[i, i+1)`) and resampled with a single `img.resize(size, box=box)` call:
 one interpolation, no intermediate crop. With `lazy=True` (set by `DataBlock` when a batch transform
 resamples), `Resize` and `RandomResizedCrop` skip the resample and return a `PendingImage` carrying the
-native pixels and the window, so the batch stage interpolates once at its output size.
+native pixels and the window, so the batch stage interpolates once at its output size. With
+`to_tensor=True` (set by `DataBlock` when only `ToTensor` follows), the box is cropped at integer bounds as
+fastai does and resized by torch's uint8 bilinear kernel straight into a tensor (2-3x faster than PIL).
 """
 
 from __future__ import annotations
