@@ -350,103 +350,74 @@ def _group_lrs(opt: Any) -> Any:
     return float(lrs[0]) if len(set(lrs)) == 1 else np.array(lrs, dtype=float)
 
 
-# The fit policies. `Learner` methods of the same names delegate here (documented there).
-def fit_one_cycle(
-    learn: Any,
-    n_epoch: int,
-    lr_max: Any = None,
-    div: float = 25.0,
-    div_final: float = 1e5,
-    pct_start: float = 0.25,
-    wd: float | None = None,
-    moms: Sequence[float] | None = None,
-    cbs: Any = None,
-    reset_opt: bool = False,
-    start_epoch: int = 0,
-) -> None:
-    """Fit with the 1cycle policy: lr cosine up from `lr_max/div` then down to `lr_max/div_final`, moms inverse."""
+# The fit policies. `Learner` methods of the same names delegate here; their defaults live there only.
+def _set_lrs(learn: Any, lr: Any) -> Any:
+    """Spread `lr` (number, slice or list; None: `learn.lr`) over the groups and return the per-group lrs."""
     if learn.opt is None:
         learn.create_opt()
-    set_hyper(learn.opt, "lr", learn.lr if lr_max is None else lr_max)
-    lr_max = _group_lrs(learn.opt)
+    set_hyper(learn.opt, "lr", learn.lr if lr is None else lr)
+    return _group_lrs(learn.opt)
+
+
+def _fit_scheduled(
+    learn: Any, n_epoch: int, scheds: dict, cbs: Any, reset_opt: bool, wd: Any, start_epoch: int
+) -> None:
+    learn.fit(
+        n_epoch,
+        cbs=[ParamScheduler(scheds), *_listify(cbs)],
+        reset_opt=reset_opt,
+        wd=wd,
+        start_epoch=start_epoch,
+    )
+
+
+def fit_one_cycle(
+    learn: Any, n_epoch: int, lr_max: Any, div: float, div_final: float, pct_start: float, wd: float | None,
+    moms: Sequence[float] | None, cbs: Any, reset_opt: bool, start_epoch: int,
+) -> None:  # fmt: skip
+    """Fit with the 1cycle policy: lr cosine up from `lr_max/div` then down to `lr_max/div_final`, moms inverse."""
+    lr_max = _set_lrs(learn, lr_max)
     moms = learn.moms if moms is None else moms
     scheds = {
         "lr": combined_cos(pct_start, lr_max / div, lr_max, lr_max / div_final),
         "mom": combined_cos(pct_start, *moms),
     }
-    learn.fit(
-        n_epoch,
-        cbs=[ParamScheduler(scheds), *_listify(cbs)],
-        reset_opt=reset_opt,
-        wd=wd,
-        start_epoch=start_epoch,
-    )
+    _fit_scheduled(learn, n_epoch, scheds, cbs, reset_opt, wd, start_epoch)
 
 
 def fit_flat_cos(
-    learn: Any,
-    n_epoch: int,
-    lr: Any = None,
-    div_final: float = 1e5,
-    pct_start: float = 0.75,
-    wd: float | None = None,
-    cbs: Any = None,
-    reset_opt: bool = False,
-    start_epoch: int = 0,
-) -> None:
+    learn: Any, n_epoch: int, lr: Any, div_final: float, pct_start: float, wd: float | None, cbs: Any,
+    reset_opt: bool, start_epoch: int,
+) -> None:  # fmt: skip
     """Fit at a flat lr for `pct_start` of the batches, then cosine-anneal to `lr/div_final`."""
-    if learn.opt is None:
-        learn.create_opt()
-    set_hyper(learn.opt, "lr", learn.lr if lr is None else lr)
-    lr = _group_lrs(learn.opt)
-    scheds = {"lr": combined_cos(pct_start, lr, lr, lr / div_final)}
-    learn.fit(
+    lr = _set_lrs(learn, lr)
+    _fit_scheduled(
+        learn,
         n_epoch,
-        cbs=[ParamScheduler(scheds), *_listify(cbs)],
-        reset_opt=reset_opt,
-        wd=wd,
-        start_epoch=start_epoch,
+        {"lr": combined_cos(pct_start, lr, lr, lr / div_final)},
+        cbs,
+        reset_opt,
+        wd,
+        start_epoch,
     )
 
 
 def fit_sgdr(
-    learn: Any,
-    n_cycles: int,
-    cycle_len: int,
-    lr_max: Any = None,
-    cycle_mult: int = 2,
-    cbs: Any = None,
-    reset_opt: bool = False,
-    wd: float | None = None,
-    start_epoch: int = 0,
-) -> None:
+    learn: Any, n_cycles: int, cycle_len: int, lr_max: Any, cycle_mult: int, cbs: Any, reset_opt: bool,
+    wd: float | None, start_epoch: int,
+) -> None:  # fmt: skip
     """Fit with cosine annealing warm restarts: `n_cycles` cycles, the first `cycle_len` epochs, each `cycle_mult` x longer."""
-    if learn.opt is None:
-        learn.create_opt()
-    set_hyper(learn.opt, "lr", learn.lr if lr_max is None else lr_max)
-    lr_max = _group_lrs(learn.opt)
+    lr_max = _set_lrs(learn, lr_max)
     lens = [cycle_len * cycle_mult**i for i in range(n_cycles)]
     n_epoch = sum(lens)
     scheds = {"lr": combine_scheds([n / n_epoch for n in lens], [SchedCos(lr_max, 0) for _ in lens])}
-    learn.fit(
-        n_epoch,
-        cbs=[ParamScheduler(scheds), *_listify(cbs)],
-        reset_opt=reset_opt,
-        wd=wd,
-        start_epoch=start_epoch,
-    )
+    _fit_scheduled(learn, n_epoch, scheds, cbs, reset_opt, wd, start_epoch)
 
 
 def fine_tune(
-    learn: Any,
-    epochs: int,
-    base_lr: float = 2e-3,
-    freeze_epochs: int = 1,
-    lr_mult: float = 100,
-    pct_start: float = 0.3,
-    div: float = 5.0,
+    learn: Any, epochs: int, base_lr: float, freeze_epochs: int, lr_mult: float, pct_start: float, div: float,
     **kwargs: Any,
-) -> None:
+) -> None:  # fmt: skip
     """Fine-tune a pretrained model: train the head frozen, then everything with discriminative lrs."""
     learn.freeze()
     learn.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
@@ -456,14 +427,9 @@ def fine_tune(
 
 
 def lr_find(
-    learn: Any,
-    start_lr: Any = 1e-7,
-    end_lr: Any = 10,
-    num_it: int = 100,
-    stop_div: bool = True,
-    show_plot: bool = True,
-    suggest_funcs: Sequence[Callable] | Callable | None = (valley,),
-) -> tuple | None:
+    learn: Any, start_lr: Any, end_lr: Any, num_it: int, stop_div: bool, show_plot: bool,
+    suggest_funcs: Sequence[Callable] | Callable | None,
+) -> tuple | None:  # fmt: skip
     """Run the lr range test (see `LRFinder`) and return the suggestions (`SuggestedLRs`)."""
     if getattr(learn, "recorder", None) is None:
         raise RuntimeError("lr_find reads the losses from `learn.recorder`; add a Recorder() callback.")
