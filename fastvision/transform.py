@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["Transform", "Pipeline", "TRAIN", "VALID"]
+__all__ = ["Transform", "Pipeline", "TRAIN", "VALID", "tfm_list"]
 
 TRAIN, VALID = 0, 1
 
@@ -92,3 +92,12 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return "Pipeline: " + (" -> ".join(getattr(t, "name", repr(t)) for t in self.tfms) or "(empty)")
+
+
+def tfm_list(tfms: Any) -> list:
+    """Return `tfms` (None, one transform, a list, or a `Pipeline`) as a list of transforms."""
+    if tfms is None:
+        return []
+    if isinstance(tfms, Pipeline):
+        return list(tfms.tfms)
+    return list(tfms) if isinstance(tfms, (list, tuple)) else [tfms]

@@ -12,8 +12,10 @@ from PIL import Image, ImageOps
 import fastvision.vision.image as image_mod
 from fastvision.testing import make_image_folder
 from fastvision.vision.image import (
+    DecodedImage,
     ImageLoadError,
     ImageNotFoundError,
+    decode_image,
     image_size,
     load_image,
     verify_image,
@@ -358,3 +360,49 @@ def test_load_bytes_roundtrip_png():
     buf = io.BytesIO()
     Image.new("LA", (2, 2), (10, 255)).save(buf, "PNG")
     assert load_image(buf.getvalue()).getpixel((0, 0)) == (10, 10, 10)
+
+
+# ------------------------------------------------------------------------------------------ decode_image
+def _chw(im):
+    return (
+        torch.from_numpy(np.array(im)).permute(2, 0, 1)
+        if im.mode == "RGB"
+        else torch.from_numpy(np.array(im))[None]
+    )
+
+
+@pytest.mark.parametrize("o", [1, 3, 6, 8])
+def test_decode_image_jpeg_matches_load_image_with_exif(tmp_path, o, no_warnings):
+    p = write_jpeg(tmp_path / "o.jpg", rgb(24, 40), exif=exif_with_orientation(o))
+    d = decode_image(p)
+    assert isinstance(d, DecodedImage) and d.pixels.dtype == torch.uint8 and d.size == load_image(p).size
+    assert (d.pixels.int() - _chw(load_image(p)).int()).abs().max() <= 1
+
+
+def test_decode_image_uses_torchvision_for_jpeg_and_pil_for_the_rest(tmp_path, monkeypatch):
+    calls = []
+    real = image_mod._tv_decode_jpeg
+    monkeypatch.setattr(image_mod, "_tv_decode_jpeg", lambda *a, **k: calls.append(1) or real(*a, **k))
+    jpg = write_jpeg(tmp_path / "a.jpg", rgb(64, 64))
+    decode_image(jpg)
+    assert calls == [1]
+    Image.fromarray(rgb(64, 64)).save(tmp_path / "a.png")
+    Image.fromarray(rgb(64, 64)).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    for p in (tmp_path / "a.png", tmp_path / "cmyk.jpg"):
+        assert torch.equal(decode_image(p).pixels, _chw(load_image(p)))
+    assert decode_image(jpg, min_size=16).size == (16, 16)  # a DCT downscale by 4: PIL's draft
+    assert calls == [1]
+    assert decode_image(jpg, mode="L").pixels.shape == (1, 64, 64)
+    assert torch.equal(decode_image(rgb(8, 6)).pixels, _chw(load_image(rgb(8, 6))))  # arrays too
+
+
+def test_decode_image_errors_match_load_image(tmp_path, monkeypatch, no_warnings):
+    data = write_jpeg(tmp_path / "full.jpg", rgb(64, 64)).read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageLoadError, match=r"cut\.jpg': image file is truncated"):
+        decode_image(tmp_path / "cut.jpg")
+    with pytest.raises(ImageNotFoundError):
+        decode_image(tmp_path / "missing.jpg")
+    monkeypatch.setattr(image_mod, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(ImageLoadError, match=r"4,096 pixels \(64 x 64\) is above MAX_IMAGE_PIXELS=100"):
+        decode_image(tmp_path / "full.jpg")

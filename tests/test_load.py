@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fastvision.data.collate import BatchSampler
+from fastvision.data.samplers import BatchSampler
 from fastvision.data.load import DataLoader, DataLoaders, collate, default_num_workers
 from fastvision.transform import Transform
 from fastvision.vision.image import ImageLoadError, load_image
@@ -214,20 +214,38 @@ def test_bad_image_raises_in_main_process_naming_the_file(bad_folder, nw, name):
     assert "Traceback" not in str(e.value)
 
 
+class FolderIdxDS(FolderDS):
+    """(PIL image, dataset index): which items a batch really holds."""
+
+    def __getitem__(self, i):
+        return load_image(self.items[i]), i
+
+
+BAD = ("cat_trunc.jpg", "cat_empty.jpg", "dog_text.jpg")
+
+
 @pytest.mark.parametrize("nw", [0, 2])
-def test_skip_bad_images_keeps_batches_full_and_warns_once(bad_folder, nw):
+def test_skip_leaves_bad_images_out_warns_once_and_later_epochs_exclude_them(bad_folder, nw):
     files = sorted(bad_folder.glob("*.jpg"))
+    bad = sorted(i for i, f in enumerate(files) if f.name in BAD)
+    good = [i for i in range(len(files)) if i not in bad]
     dl = DataLoader(
-        FolderDS(files), bs=4, num_workers=nw, after_item=[Small()], on_bad_image="skip", device="cpu"
+        FolderIdxDS(files), bs=4, num_workers=nw, after_item=[Small()], on_bad_image="skip", device="cpu"
     )
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
-        batches = list(dl)
-    assert [len(b[0]) for b in batches] == [4, 4, 3]
+        first = list(dl)
+    ids = torch.cat([b[1] for b in first]).tolist()
+    assert ids == good  # no neighbour stands in for a bad file, nothing repeated, order kept
     ours = [x for x in w if "unreadable" in str(x.message)]
     assert len(ours) == 1 and ours[0].filename == __file__
-    for name in ("cat_trunc.jpg", "cat_empty.jpg", "dog_text.jpg"):
-        assert name in str(ours[0].message)
+    assert all(name in str(ours[0].message) for name in BAD)
+    assert sorted(dl.skipped) == bad and all(Path(p).name in BAD for p in dl.skipped.values())
+    assert len(dl) == -(-len(good) // 4)  # the length counts the readable items once they are known
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        second = list(dl)
+    assert [len(b[0]) for b in second] == [4, 4] and not [x for x in w if "unreadable" in str(x.message)]
 
 
 # ----- cache -----

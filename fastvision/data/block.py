@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
+import math
 import types
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -32,7 +33,7 @@ from .category import (
     MultiCategorize,
     RegressionSetup,
 )
-from .datasets import Datasets, _name, noop
+from .datasets import Datasets, _name, in_worker, noop
 from .items import RandomSplitter
 
 __all__ = [
@@ -69,6 +70,69 @@ class PILImageBW(PILImage):
     mode = "L"
 
 
+class DecodeImage:
+    """The image type transform of a DataBlock whose item transforms all take `DecodedImage`s.
+
+    Replaces `PILImage.create` inside `DataBlock.dataloaders` when every item transform is `ToTensor` or a
+    `Resize`/`RandomResizedCrop` that outputs a tensor or a pending window: pixels are decoded straight
+    into a tensor (`vision.image.decode_image`: torchvision for JPEG, PIL draft when `min_size` allows a
+    DCT downscale, PIL for everything else), with no PIL image in between.
+    """
+
+    in_worker = True
+    __name__ = "decode_image"
+
+    def __init__(self, mode: str = "RGB", min_size: int | tuple[int, int] | None = None):
+        self.mode, self.min_size = mode, min_size
+
+    def __call__(self, src: Any) -> Any:
+        """Decode `src` (a path, bytes, PIL image, array or tensor) into a `DecodedImage`."""
+        from ..vision.image import decode_image
+
+        return decode_image(src, self.mode, self.min_size)
+
+    def __repr__(self) -> str:
+        return f"DecodeImage(mode={self.mode!r}, min_size={self.min_size!r})"
+
+
+def _decode_min_size(item_tfms: list) -> int | tuple[int, int] | None | bool:
+    """The resolution the item transforms need from a decoder taking `DecodedImage`s, or False if one can't.
+
+    Only `ToTensor` and item resizes that output a tensor (`to_tensor`) or a pending window (`lazy`)
+    accept `DecodedImage`s; a resize's own size is the minimum (a random-resized crop's is scaled up by
+    `1/sqrt(min_scale)` and the widest aspect ratio, the smallest crop it may take).
+    """
+    min_size: Any = None
+    for t in item_tfms:
+        if isinstance(t, ToTensor):
+            continue
+        if not (hasattr(t, "box") and (getattr(t, "lazy", False) or getattr(t, "to_tensor", False))):
+            return False
+        h, w = t.size
+        if hasattr(t, "min_scale"):
+            grow = max(t.ratio[1], 1 / t.ratio[0]) ** 0.5 / max(t.min_scale, 1e-3) ** 0.5
+            h, w = math.ceil(h * grow), math.ceil(w * grow)
+        if min_size is not None:
+            return False  # two resizes in a row: decode at full size through PIL, as written
+        min_size = (h, w)
+    return min_size
+
+
+def _fast_decoders(type_tfms: list[list], item_tfms: list) -> list[list]:
+    """Replace `PILImage.create`-style decoders by `DecodeImage` where every item transform allows it."""
+    min_size = _decode_min_size(item_tfms)
+    if min_size is False:
+        return type_tfms
+    out = []
+    for ts in type_tfms:
+        owner = getattr(ts[0], "__self__", None) if len(ts) == 1 else None
+        stock = isinstance(owner, type) and issubclass(owner, PILImage)
+        if stock and getattr(ts[0], "__func__", None) is PILImage.create.__func__:
+            ts = [DecodeImage(owner.mode, min_size)]
+        out.append(ts)
+    return out
+
+
 # ------------------------------------------------------------------------------------------ blocks
 class TransformBlock:
     """Hold the type, item and batch transforms a kind of data needs; `ToTensor` is always an item tfm.
@@ -96,7 +160,7 @@ class TransformBlock:
     @property
     def in_worker(self) -> bool:
         """True when a type transform must run per item in the workers (image decoding)."""
-        return any(getattr(t, "in_worker", False) for t in self.type_tfms)
+        return any(in_worker(t) for t in self.type_tfms)
 
     def __repr__(self) -> str:
         return f"TransformBlock(type_tfms=[{', '.join(_name(t) for t in self.type_tfms)}])"
@@ -275,7 +339,12 @@ class DataBlock:
         return res
 
     def datasets(self, source: Any, verbose: bool = False) -> Datasets:
-        """Collect the items of `source`, split them and build the labelled `Datasets`."""
+        """Collect the items of `source`, split them and build the labelled `Datasets` (images stay paths)."""
+        return self._datasets(source, verbose, fast_decode=False)
+
+    def _datasets(self, source: Any, verbose: bool, fast_decode: bool) -> Datasets:
+        """Build the `Datasets`; with `fast_decode`, images decode straight to tensors when the item
+        transforms allow it (what `dataloaders` uses; `datasets` keeps fastai's PIL images)."""
         if verbose:
             print(f"Collecting items from {source}")
         items = self.get_items(source) if self.get_items is not None else source
@@ -292,6 +361,8 @@ class DataBlock:
             print(f"{len(splits)} datasets of sizes {','.join(str(len(s)) for s in splits)}")
         self._check_splits(splits, splitter, len(items))
         type_tfms = [copy.deepcopy(b.type_tfms) for b in self.blocks]
+        if fast_decode:
+            type_tfms = _fast_decoders(type_tfms, self.item_tfms)
         dsets = Datasets(items, self.getters, type_tfms, splits, n_inp=self.n_inp)
         if verbose:
             for g, ts in zip(self.getters, type_tfms):
@@ -324,7 +395,7 @@ class DataBlock:
         """
         from .load import DataLoaders
 
-        dsets = self.datasets(source, verbose=verbose)
+        dsets = self._datasets(source, verbose, fast_decode=True)
         kw = {**self.dls_kwargs, **kwargs}
         return DataLoaders.from_datasets(
             dsets, after_item=Pipeline(self.item_tfms), after_batch=Pipeline(self.batch_tfms), path=path, **kw

@@ -11,7 +11,7 @@ from PIL import Image
 
 from .items import label_error_context
 
-__all__ = ["Datasets", "noop"]
+__all__ = ["Datasets", "noop", "in_worker"]
 
 
 def noop(x: Any) -> Any:
@@ -24,6 +24,15 @@ def _name(f: Any) -> str:
     if hasattr(f, "__self__") and isinstance(f.__self__, type):
         return f"{f.__self__.__name__}.{f.__name__}"
     return getattr(f, "__name__", None) or type(f).__name__
+
+
+def in_worker(t: Any) -> bool:
+    """True when type transform `t` must run per item in the loader workers (image decoding).
+
+    The mark may sit on the callable, or on the class of a bound classmethod such as `PILImage.create`.
+    """
+    owner = getattr(t, "__self__", None)
+    return bool(getattr(t, "in_worker", False) or getattr(owner, "in_worker", False))
 
 
 def _get_item(items: Any, i: int) -> Any:
@@ -78,7 +87,7 @@ class Datasets:
 
     Getters run eagerly for every item; the type transforms of a block run eagerly too (with `setup` on the
     training values first) unless one is marked `in_worker` (image decoding), in which case they run in
-    `__getitem__`.
+    `__getitem__`, i.e. in the loader workers: a `Datasets` of images holds paths, never pixels.
     """
 
     def __init__(self, items, getters, type_tfms, splits=None, n_inp: int | None = None):
@@ -88,7 +97,7 @@ class Datasets:
         self.n_inp = n_inp if n_inp is not None else max(1, len(getters) - 1)
         self.type_tfms = [list(t) for t in type_tfms]
         self._getters = list(getters)
-        self.in_worker = [any(getattr(t, "in_worker", False) for t in ts) for ts in self.type_tfms]
+        self.in_worker = [any(in_worker(t) for t in ts) for ts in self.type_tfms]
         raw = [_get_item(self.items, i) for i in range(n)]
         self._cols = [self._column(b, g, raw) for b, g in enumerate(self._getters)]
 

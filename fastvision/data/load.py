@@ -1,16 +1,26 @@
 """`DataLoader` and `DataLoaders`: batches of plain tensors on the device, after item and batch transforms.
 
-Flow of one batch: the sampler picks indices; a worker process (or the main process when
-`num_workers=0`) fetches `dataset[i]`, applies the item transforms and collates (`data/collate.py`);
-the main process moves the batch to `device` and applies the batch transforms. Workers are persistent
-across epochs, seeded from the loader, and never crash on a bad image: the error (or, with
-`on_bad_image='skip'`, a warning listing the skipped files) reaches the main process.
+Flow of one batch: the sampler (`data/samplers.py`) picks indices and the loader gives the batch a seed;
+a worker process (or the main process when `num_workers=0`) builds it (`data/workers.py`): it reads
+`dataset[i]` (decoding images there: a dataset holds paths, never pixels), applies the item transforms
+and collates (`data/collate.py`); the main process moves the batch to `device` and applies the batch
+transforms under the batch's seed. Workers persist across epochs and are restarted when they died (a
+terminal's Ctrl-C reaches them too); a worker's error (or, with `on_bad_image='skip'`, a warning
+listing the unreadable files left out) reaches the main process.
+
+Randomness is a function of the loader's seed and the batch's position: the shuffle order and every
+batch's seed come from one generator, seeded by `seed=` or, when `seed=None`, anew at each epoch from
+torch's global RNG (as `torch.utils.data.DataLoader` does), so `torch.manual_seed(s)` before a fit makes
+it repeatable. `state_dict()`/`load_state_dict()` carry that state, including the position inside an
+epoch, so a resumed epoch continues with the same batches.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import os
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,30 +28,100 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
-from ..transform import Pipeline
+from ..transform import Pipeline, tfm_list
+from ..utils import default_device, to_device
 from ..vision.lazy import PendingBatch
 from ..vision.show import decoded_pairs, show_pairs
-from .collate import (
-    BatchSampler,
+from .collate import collate
+from .samplers import BatchRequest, BatchSampler
+from .workers import (
     Fetched,
     Fetcher,
-    ItemsDataset,
-    PrivateRNG,
     WorkerError,
-    collate,
-    default_device,
-    default_num_workers,
-    default_workers,
-    materialize_all,
     raise_worker_error,
-    tfm_list,
-    to_device,
-    torch_loader_options,
+    seeded,
+    shutdown_workers,
     warn_bad_images,
     worker_loader,
+    workers_alive,
 )
 
 __all__ = ["DataLoader", "DataLoaders", "collate", "default_device", "default_num_workers"]
+
+_BATCH_SALT = 0x5BD1E995  # batch transforms draw from a stream apart from the item transforms'
+
+
+def default_num_workers() -> int:
+    """Return the worker count used when `num_workers=None`: `min(8, os.cpu_count())`."""
+    return min(8, os.cpu_count() or 1)
+
+
+def default_workers(ds: Any) -> int | None:
+    """0 (the main process) for in-memory `TensorDataset`s, else None (`default_num_workers()`)."""
+    return 0 if isinstance(ds, torch.utils.data.TensorDataset) else None
+
+
+def materialize_all(x: Any) -> Any:
+    """Resample every pending batch in `x` (a tuple or one element) at its promised size."""
+    if isinstance(x, PendingBatch):
+        from ..vision.augment import materialize
+
+        return materialize(x)
+    if isinstance(x, tuple):
+        return tuple(materialize_all(o) for o in x)
+    return x
+
+
+class ItemsDataset(torch.utils.data.Dataset):
+    """Raw inputs (tensors, arrays) as a dataset of 1-tuples, for `test_dl` on plain datasets."""
+
+    def __init__(self, items: Sequence):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple:
+        return (self.items[i],)
+
+
+def torch_loader_options(dl: torch.utils.data.DataLoader) -> dict:
+    """Return the `DataLoader` arguments that reproduce a plain torch loader (its sampler must be plain)."""
+    if type(dl.sampler) not in (torch.utils.data.RandomSampler, torch.utils.data.SequentialSampler):
+        raise TypeError(
+            f"Cannot wrap a torch DataLoader with a {type(dl.sampler).__name__}: fastvision's loader draws "
+            "its own (shuffled or sequential) batches. Pass its dataset instead, e.g. "
+            "DataLoaders.from_dsets(train_ds, valid_ds, bs=...)."
+        )
+    collate_fn = None if dl.collate_fn is torch.utils.data.default_collate else dl.collate_fn
+    shuffle = isinstance(dl.sampler, torch.utils.data.RandomSampler)
+    return dict(
+        bs=dl.batch_size or 1,
+        shuffle=shuffle,
+        drop_last=dl.drop_last,
+        num_workers=dl.num_workers,
+        collate_fn=collate_fn,
+        n_inp=1,
+    )
+
+
+class _Requests(torch.utils.data.Sampler):
+    """The torch loader's sampler: the current epoch's `BatchRequest`s of a fastvision `DataLoader`.
+
+    It holds the loader weakly: a cycle (loader -> torch loader -> sampler -> loader) would keep a dropped
+    loader's workers alive until the cyclic GC, which may run in a forked worker of another loader.
+    """
+
+    def __init__(self, dl: DataLoader):
+        self._dl = weakref.ref(dl)
+
+    def __len__(self) -> int:
+        dl = self._dl()
+        return 0 if dl is None else len(dl)
+
+    def __iter__(self) -> Iterator[BatchRequest]:
+        dl = self._dl()
+        return iter(()) if dl is None else dl._requests()
 
 
 class DataLoader:
@@ -49,21 +129,27 @@ class DataLoader:
 
     Args:
         dataset: any map-style dataset whose `ds[i]` is a tuple (or a single element).
-        bs: batch size (64). shuffle, drop_last: False (`DataLoaders.from_datasets` turns both on for
-            training).
+        bs: batch size (64).
+        shuffle: draw a new order every epoch (False; `DataLoaders.from_datasets` turns it on for training).
+        drop_last: drop the last partial batch (False; on for training in `DataLoaders.from_datasets`).
         num_workers: worker processes; None uses `default_num_workers()`, 0 loads in the main process.
-        after_item, after_batch: transforms (or `Pipeline`s) run per item in the workers and per batch
-            on the device, with this loader's `split_idx` (0 train, 1 valid; default `dataset.split_idx`).
-        device: where batches go (default `default_device()`); pin_memory defaults to True on CUDA.
+        after_item: transforms (or a `Pipeline`) run per item in the workers, with this loader's `split_idx`.
+        after_batch: transforms (or a `Pipeline`) run per batch on `device`, with this loader's `split_idx`.
+        device: where batches go (default `default_device()`).
+        split_idx: 0 train, 1 valid (default `dataset.split_idx`); transforms restricted to a split use it.
         n_inp: how many leading elements of a batch are inputs (default `dataset.n_inp` or 1).
+        pin_memory: pin host batches (default True on CUDA).
         persistent_workers: keep workers alive across epochs (True).
-        seed: seeds shuffling, the workers and the main-process batch transforms, so a run is
-            reproducible; None draws a seed from torch's global RNG at construction.
-        on_bad_image: 'raise' (an `ImageLoadError` naming the file) or 'skip' (replace the item by
-            the next readable one and warn once per epoch with the skipped files).
-        cache: keep decoded samples in RAM (in each worker) so later epochs skip decoding.
+        seed: seeds shuffling and every batch's transforms, so a run is reproducible; None draws a new
+            seed from torch's global RNG at the start of each epoch (`torch.manual_seed` governs it).
+        on_bad_image: 'raise' (an `ImageLoadError` naming the file, raised in the main process) or
+            'skip' (leave unreadable images out of their batch, warn once naming each file, and leave
+            them out of later epochs; `skipped` lists them).
+        cache: keep decoded samples in RAM (in each worker) so later epochs skip decoding. Off by
+            default: memory then grows with the dataset, so use it for small datasets only.
         multiprocessing_context: 'fork', 'spawn' or 'forkserver' (default: the platform's).
-        prefetch_factor, timeout: passed to `torch.utils.data.DataLoader`.
+        prefetch_factor: batches each worker prepares ahead (torch's default 2).
+        timeout: seconds to wait for a worker's batch (0: forever).
         collate_fn: replaces `collate` (a module-level function, so workers can receive it).
     """
 
@@ -108,7 +194,10 @@ class DataLoader:
         base = seed if seed is not None else int(torch.randint(0, 2**62, ()).item())
         self._sample_gen = torch.Generator().manual_seed(base)
         self._worker_gen = torch.Generator().manual_seed(base + 1)
-        self._rng = PrivateRNG(None if seed is None else base + 2)
+        self.skipped: dict[int, str] = {}  # unreadable items left out (index -> path), with 'skip'
+        self._epoch_state = self._sample_gen.get_state()
+        self._epoch_seed, self._pos, self._in_epoch = 0, 0, False
+        self._replay: tuple[torch.Tensor, int] | None = None
         self._item_tfms, self._batch_tfms = tfm_list(after_item), tfm_list(after_batch)
         self._reset()
 
@@ -142,6 +231,16 @@ class DataLoader:
         self._batch_tfms = tfm_list(tfms)
         self._after_batch = Pipeline(self._batch_tfms, split_idx=self.split_idx)
 
+    @property
+    def batch_sampler(self) -> Any:
+        """What picks each batch's indices: a `BatchSampler`, or any iterable of index lists with a `len`."""
+        return self._sampler
+
+    @batch_sampler.setter
+    def batch_sampler(self, sampler: Any) -> None:
+        self._stop_workers()  # the workers' queue holds requests of the old sampler
+        self._sampler = sampler
+
     def _reset(self) -> None:
         """Rebuild the item pipeline, the fetcher and the sampler (workers restart on next use)."""
         self._after_item = Pipeline(self._item_tfms, split_idx=self.split_idx)
@@ -151,7 +250,7 @@ class DataLoader:
         )
         shards = self.num_workers if self.cache and self.num_workers > 1 else 1
         n, gen = len(self.dataset), self._sample_gen
-        self._sampler = BatchSampler(n, self.bs, self.shuffle, self.drop_last, gen, shards)
+        self._sampler = BatchSampler(n, self.bs, self.shuffle, self.drop_last, gen, shards, self.skipped)
         self._torch_dl: torch.utils.data.DataLoader | None = None
 
     def _kwargs(self) -> dict:
@@ -182,27 +281,82 @@ class DataLoader:
         )
         return f"{type(self).__name__}(n={len(self.dataset)}, {kw})"
 
+    # ----- state -----
+    def state_dict(self) -> dict[str, Any]:
+        """Return what the next batches depend on: the generator at the start of the running epoch (or now,
+        between epochs), how many batches of that epoch were drawn, and the items left out as unreadable."""
+        mid = self._in_epoch and self._pos > 0
+        return {
+            "gen": (self._epoch_state if mid else self._sample_gen.get_state()).clone(),
+            "pos": self._pos if mid else 0,
+            "skipped": dict(self.skipped),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()`: a mid-epoch state makes the next iteration continue that epoch."""
+        missing = {"gen", "pos"} - set(state)
+        if missing:
+            raise KeyError(
+                f"DataLoader.load_state_dict: the state has no {sorted(missing)}; pass dl.state_dict()."
+            )
+        self._sample_gen.set_state(state["gen"])
+        self.skipped.clear()
+        self.skipped.update(state.get("skipped", {}))
+        self._replay = (state["gen"].clone(), int(state["pos"])) if state["pos"] > 0 else None
+        self._in_epoch = False
+
+    def _begin_epoch(self) -> None:
+        """Seed the epoch (or replay the one a loaded state was in) and reset the position."""
+        gen = self._sample_gen
+        if self._replay is not None:
+            state, start = self._replay
+            self._replay = None
+            gen.set_state(state)
+        else:
+            start = 0
+            if self.seed is None:  # like torch's DataLoader: each epoch's randomness from the global RNG
+                gen.manual_seed(int(torch.randint(0, 2**62, ())))
+        self._epoch_state = gen.get_state()
+        self._epoch_seed = int(torch.randint(0, 2**62, (), generator=gen))
+        self._pos, self._start, self._in_epoch = start, start, True
+
+    def _requests(self) -> Iterator[BatchRequest]:
+        """This epoch's batches from its start position, without the items known to be unreadable."""
+        for k, idxs in enumerate(self._sampler):
+            if k < self._start:
+                continue
+            if self.skipped:
+                idxs = [i for i in idxs if i not in self.skipped]
+            if idxs:
+                yield BatchRequest(k, list(idxs), (self._epoch_seed + k) % 2**63)
+
+    # ----- iteration -----
+    def _stop_workers(self) -> None:
+        shutdown_workers(self._torch_dl)
+        self._torch_dl = None
+
     def _torch_loader(self) -> torch.utils.data.DataLoader:
+        if self._torch_dl is not None and not workers_alive(self._torch_dl):
+            self._stop_workers()  # killed (e.g. Ctrl-C in a terminal reaches the workers): start new ones
         if self._torch_dl is None:
             pin = self.pin_memory and torch.cuda.is_available()
             opts = dict(multiprocessing_context=self.multiprocessing_context, timeout=self.timeout)
             opts.update(prefetch_factor=self.prefetch_factor, persistent_workers=self.persistent_workers)
             self._torch_dl = worker_loader(
-                self._fetcher, self._sampler, self.num_workers, pin, self._worker_gen, **opts
+                self._fetcher, _Requests(self), self.num_workers, pin, self._worker_gen, **opts
             )
         return self._torch_dl
 
-    def _fetch_main(self, idxs: Sequence[int]) -> Fetched | WorkerError:
-        with self._rng(self.device):
-            res = self._fetcher[idxs]
+    def _fetch_main(self, req: BatchRequest) -> Fetched | WorkerError:
+        res = self._fetcher[req]
         if isinstance(res, Fetched) and self.pin_memory and torch.cuda.is_available():
             res = res.pin_memory()
         return res
 
     def _raw(self) -> Iterator[Fetched | WorkerError]:
         if self.num_workers == 0:
-            for idxs in self._sampler:
-                yield self._fetch_main(idxs)
+            for req in self._requests():
+                yield self._fetch_main(req)
         else:
             yield from self._torch_loader()
 
@@ -213,22 +367,38 @@ class DataLoader:
             x = materialize_all(x)
         return t(x, self.split_idx) if hasattr(t, "encodes") else t(x)
 
-    def _finish(self, res: Fetched | WorkerError, bad: list[str]) -> tuple:
+    def _finish(self, res: Fetched | WorkerError, bad: list[str]) -> tuple | None:
         """Raise a worker's error, or move the batch to the device and run the batch transforms."""
         if isinstance(res, WorkerError):
             raise_worker_error(res)
-        bad.extend(p for p in res.bad if p not in bad)
+        for i, path in res.bad:
+            if i not in self.skipped:
+                self.skipped[i] = path
+                bad.append(path)
+        if res.batch is None:
+            return None
         b = to_device(res.batch, self.device, non_blocking=self.pin_memory)
-        with self._rng(self.device):
+        with seeded((res.request.seed + _BATCH_SALT) % 2**63):
             for t in self._after_batch.tfms:
                 b = self._apply(t, b)
         return materialize_all(b)
 
     def __iter__(self) -> Iterator[tuple]:
+        self._begin_epoch()
         bad: list[str] = []
-        for res in self._raw():
-            yield self._finish(res, bad)
-        warn_bad_images(bad)
+        try:
+            for res in self._raw():
+                b = self._finish(res, bad)
+                if isinstance(res, Fetched):
+                    self._pos = res.request.k + 1
+                if b is not None:
+                    yield b
+            self._in_epoch = False
+        except KeyboardInterrupt:
+            self._stop_workers()  # the same Ctrl-C may have reached (and ended) the workers
+            raise
+        finally:
+            warn_bad_images(bad)
 
     def one_batch(self) -> tuple:
         """Return the first batch (of a shuffled order when shuffling), loaded in the main process."""
@@ -238,11 +408,14 @@ class DataLoader:
                 f"and bs={self.bs}, drop_last={self.drop_last}. Use a smaller bs or drop_last=False."
             )
         state = self._sample_gen.get_state()
+        seed = int(torch.randint(0, 2**62, (), generator=self._sample_gen))
         idxs = next(iter(self._sampler))
         self._sample_gen.set_state(state)  # peeking does not change the epochs' order
         bad: list[str] = []
-        b = self._finish(self._fetch_main(idxs), bad)
+        b = self._finish(self._fetch_main(BatchRequest(0, idxs, seed)), bad)
         warn_bad_images(bad)
+        if b is None:
+            raise ValueError(f"Every image of the first batch is unreadable: {', '.join(bad)}.")
         return b
 
     # ----- decoding and display -----
@@ -265,10 +438,12 @@ class DataLoader:
         unique: bool = False,
     ) -> Figure:
         """Draw up to `max_n` decoded images (`nrows * ncols` when both are given); `unique=True` augments one item."""
-        max_n = nrows * ncols if nrows and ncols else max_n  # fmt: skip
+        if nrows and ncols:
+            max_n = nrows * ncols
         if unique:  # one item (random when shuffling) repeated, each copy augmented on its own
             idx = int(torch.randint(len(self.dataset), ())) if self.shuffle else 0
-            b = self._finish(self._fetch_main([idx] * max_n), [])
+            seed = int(torch.randint(0, 2**62, ()))
+            b = self._finish(self._fetch_main(BatchRequest(0, [idx] * max_n, seed)), [])
         elif b is None:
             b = self.one_batch()
         return show_pairs(self.decode_batch(b, max_n), nrows=nrows, ncols=ncols, figsize=figsize)

@@ -32,10 +32,24 @@ from PIL import Image
 
 from ..data.items import get_image_files
 
+try:  # torchvision's libjpeg-turbo decoder writes straight into a tensor (about 1.5x PIL + copy); it is
+    # deprecated in favour of TorchCodec: when a torchvision release drops it, JPEGs go through PIL
+    from torchvision.io import ImageReadMode
+    from torchvision.io import decode_jpeg as _tv_decode_jpeg
+except ImportError:  # pragma: no cover
+    _tv_decode_jpeg = None
+
 __all__ = [
-    "MAX_IMAGE_PIXELS", "ImageLoadError", "ImageNotFoundError", "load_image", "image_size",
-    "verify_image", "verify_images",
-]  # fmt: skip
+    "MAX_IMAGE_PIXELS",
+    "ImageLoadError",
+    "ImageNotFoundError",
+    "DecodedImage",
+    "load_image",
+    "decode_image",
+    "image_size",
+    "verify_image",
+    "verify_images",
+]
 
 _PIL_DEFAULT_LIMIT = 178_956_970  # PIL.Image.MAX_IMAGE_PIXELS's default (a 0.5 GiB 24-bit image)
 
@@ -292,6 +306,135 @@ def load_image(src: Any, mode: str = "RGB", min_size: int | tuple[int, int] | No
         f"load_image: cannot load a {type(src).__name__}; expected a path, bytes, a file object, "
         "a numpy array, a torch tensor or a PIL image."
     )
+
+
+class DecodedImage:
+    """Decoded, upright pixels on their way through the item transforms: a uint8 C x H x W tensor.
+
+    What `decode_image` returns, and what `Resize`, `RandomResizedCrop` and `ToTensor` accept besides PIL
+    images; `ToTensor` unwraps it into a plain tensor. `size` is (width, height) as for PIL.
+    """
+
+    __slots__ = ("pixels",)
+
+    def __init__(self, pixels: torch.Tensor):
+        if pixels.dtype != torch.uint8 or pixels.ndim != 3 or pixels.shape[0] not in (1, 3):
+            raise ValueError(
+                f"DecodedImage: got a {pixels.dtype} tensor of shape {tuple(pixels.shape)}; expected uint8 "
+                "C x H x W with C 1 or 3."
+            )
+        self.pixels = pixels
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height), as PIL's `Image.size`."""
+        return int(self.pixels.shape[2]), int(self.pixels.shape[1])
+
+    @property
+    def mode(self) -> str:
+        """'RGB' or 'L', as PIL's `Image.mode`."""
+        return "RGB" if self.pixels.shape[0] == 3 else "L"
+
+    def to_pil(self) -> Image.Image:
+        """Return the pixels as a PIL image."""
+        return Image.fromarray(self.pixels.permute(1, 2, 0).squeeze(2).numpy(), self.mode)
+
+    def __repr__(self) -> str:
+        return f"DecodedImage(mode={self.mode}, size={self.size[0]}x{self.size[1]})"
+
+
+def _jpeg_header(data: bytes) -> tuple[int, int, int] | None:
+    """Return (height, width, components) from a baseline/progressive JPEG's frame header, else None."""
+    if data[:3] != b"\xff\xd8\xff":
+        return None
+    i, n = 2, len(data)
+    while i + 9 < n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        seg = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker in (0xC0, 0xC1, 0xC2):  # SOF0 baseline, SOF1 extended, SOF2 progressive (Huffman)
+            h, w = int.from_bytes(data[i + 5 : i + 7], "big"), int.from_bytes(data[i + 7 : i + 9], "big")
+            return h, w, data[i + 9]
+        if 0xC3 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return None  # lossless or arithmetic-coded: leave it to PIL
+        i += 2 + seg
+    return None
+
+
+def _draft_helps(h: int, w: int, min_hw: tuple[int, int] | None) -> bool:
+    """True when a JPEG DCT downscale by 2 or more keeps the image at least `min_hw` in either orientation."""
+    if min_hw is None:
+        return False
+    lo, hi = min(h, w), max(h, w)
+    return lo // 2 >= min(min_hw) and hi // 2 >= max(min_hw)
+
+
+def _decode_jpeg_tensor(data: bytes, path: str | Path | None, mode: str) -> torch.Tensor | None:
+    """Decode a complete JPEG with torchvision (EXIF applied); None to let PIL handle it."""
+    if _tv_decode_jpeg is None or data[-2:] != b"\xff\xd9":  # no end marker: truncated, PIL says so
+        return None
+    header = _jpeg_header(data)
+    if header is None or header[2] not in ((1, 3) if mode == "RGB" else (1,)):
+        return None  # CMYK, lossless, or colour to grey: PIL's conversions
+    h, w, _ = header
+    limit = MAX_IMAGE_PIXELS
+    if limit and w * h > limit:
+        reason = (
+            f"{w * h:,} pixels ({w} x {h}) is above MAX_IMAGE_PIXELS={limit:,}, a decompression-bomb guard"
+        )
+        raise ImageLoadError(path, reason, _BOMB_HINT)
+    read_mode = ImageReadMode.RGB if mode == "RGB" else ImageReadMode.GRAY
+    buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    try:  # torchvision 0.29 warns that TorchCodec will take over its decoders: not the user's concern
+        with _QUIET, warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return _tv_decode_jpeg(buf, mode=read_mode, apply_exif_orientation=True)
+    except RuntimeError:
+        return None  # whatever libjpeg refuses, PIL decodes or explains
+
+
+def decode_image(src: Any, mode: str = "RGB", min_size: int | tuple[int, int] | None = None) -> DecodedImage:
+    """Decode `src` into upright uint8 C x H x W pixels with the fastest correct decoder for it.
+
+    Complete JPEG files (1 or 3 components) go through torchvision's decoder, straight into a tensor with
+    the EXIF orientation applied; when `min_size` allows a DCT downscale by 2 or more, PIL's draft mode
+    decodes fewer pixels instead; every other format, mode and source goes through `load_image`, whose
+    mode rules and errors apply to all of them.
+
+    Args:
+        src: anything `load_image` accepts.
+        mode: 'RGB' (default) or 'L'.
+        min_size: int or (height, width) the result must keep in both dimensions (None: full size).
+
+    Raises:
+        ImageLoadError: as `load_image`.
+    """
+    if isinstance(src, (str, os.PathLike)) and mode in ("RGB", "L"):
+        path = Path(src)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as e:
+            raise ImageNotFoundError(path) from e
+        except OSError as e:
+            raise ImageLoadError(path, _reason(e)) from e
+        header = _jpeg_header(data)
+        if header is not None and not _draft_helps(
+            header[0], header[1], _min_hw(min_size) if min_size else None
+        ):
+            pixels = _decode_jpeg_tensor(data, path, mode)
+            if pixels is not None:
+                return DecodedImage(pixels)
+        with io.BytesIO(data) as f:
+            im = _decode(f, path, mode, _min_hw(min_size) if min_size is not None else None)
+    else:
+        im = load_image(src, mode, min_size)
+    arr = np.array(im)  # writable; the C x H x W view of H x W x C memory is what collate stacks fastest
+    arr = arr[:, :, None] if arr.ndim == 2 else arr
+    return DecodedImage(torch.from_numpy(arr).permute(2, 0, 1))
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
