@@ -1,16 +1,24 @@
-"""Data pipeline throughput on fashion-pets: fastvision vs fastai 2.8.12, measured in the same run.
+"""Data pipeline throughput and memory on fashion-pets: fastvision vs fastai 2.8.12, measured in the same run.
 
-(a) item pipeline: decode + `Resize(460)` (PIL, not lazy) + collate uint8, bs 64, 2 workers.
+(a) item pipeline: decode + `Resize(460)` + collate uint8, bs 64, 2 workers.
 (b) presizing pipeline: `Resize(460)` + `aug_transforms(size=224, min_scale=0.75)`, batch augmentation
     on the CPU (fastvision defers the resize and resamples once at 224; fastai resizes twice).
 
-Each figure is the median img/s over `--reps` training epochs on the first `--n` images, after one
-warm-up epoch (fastvision keeps its workers between epochs; fastai starts new ones every epoch, as
-it does in training). fastai runs in a subprocess with `~/fastai-env/bin/python` when that env exists:
-`python -m venv ~/fastai-env && ~/fastai-env/bin/pip install torch==2.14.1 torchvision==0.29.1 fastai==2.8.12`.
-Data: `python ../shared/tools/make_fashion_pets.py /tmp/fashion-pets`. Benchmarks print; they never fail.
+What the clock holds. **cold**: from before `DataBlock.dataloaders()` is called to the end of the first
+training epoch: listing the files, labelling, splitting, starting the workers and decoding every image of
+the epoch (wherever each library decodes it). **steady**: the median of the following epochs. Imports
+are outside the clock; the image files are in the OS page cache for both libraries (each runs several
+times). **peak memory**: the highest proportional set size (PSS, so pages shared between the main
+process and its workers count once) of the whole process tree, sampled every 50 ms from /proc.
 
-    .venv/bin/python bench/pipeline.py [--path /tmp/fashion-pets] [--n 448] [--reps 3] [--workers 2]
+Each library runs in its own subprocess (fastai with `~/fastai-env/bin/python`, or `--fastai-python`),
+alternating, `--reps` times; figures are medians. Benchmarks print; they never fail.
+
+    python bench/pipeline.py [--path /tmp/fashion-pets] [--n 2048] [--reps 3] [--epochs 3]
+
+Data: `fastvision make-fashion-pets /tmp/fashion-pets --n 2048` (from the real Fashion-MNIST).
+fastai: `python -m venv ~/fastai-env && ~/fastai-env/bin/pip install torch==2.14.1 torchvision==0.29.1
+fastai==2.8.12`.
 """
 
 from __future__ import annotations
@@ -21,112 +29,149 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 PAT = r"^(.+)_\d+\.jpg$"
 
-FASTAI_SCRIPT = r"""
-import json, re, sys, time
+# The same script for both libraries: only the import differs (fastvision's names match fastai's).
+SCRIPT = r"""
+import json, sys, time
 from pathlib import Path
-from fastai.vision.all import *
-path, n, bs, nw, reps, full = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6] == "1"
-files = sorted(Path(path).glob("*.jpg"))[:n]
-batch = aug_transforms(size=224, min_scale=0.75) if full else None
-dls = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=lambda _: files, get_y=using_attr(RegexLabeller(r"^(.+)_\d+\.jpg$"), "name"),
-                splitter=RandomSplitter(0.1, seed=0), item_tfms=Resize(460), batch_tfms=batch).dataloaders(path, bs=bs, num_workers=nw, device="cpu")
-out = []
-for r in range(reps + 1):
+lib, path, n, bs, nw, epochs, full = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7] == "1"
+if lib == "fastai":
+    from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, RandomSplitter, RegexLabeller, using_attr, Resize, aug_transforms
+else:
+    from fastvision.all import DataBlock, ImageBlock, CategoryBlock, RandomSplitter, RegexLabeller, using_attr, Resize, aug_transforms
+import torch
+torch.set_num_threads(1)
+
+def get_items(p):
+    return sorted(Path(p).glob("*.jpg"))[:n]
+
+t0 = time.perf_counter()
+dblock = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_items, splitter=RandomSplitter(0.1, seed=0),
+                   get_y=using_attr(RegexLabeller(r"^(.+)_\d+\.jpg$"), "name"), item_tfms=Resize(460),
+                   batch_tfms=aug_transforms(size=224, min_scale=0.75) if full else None)
+dls = dblock.dataloaders(path, bs=bs, num_workers=nw, device="cpu")
+build = time.perf_counter() - t0
+rates, k = [], 0
+for e in range(epochs):
     t, k = time.perf_counter(), 0
     for xb, yb in dls.train:
         k += len(xb)
-    if r:
-        out.append(k / (time.perf_counter() - t))
-print(json.dumps(out))
+    rates.append(k / (time.perf_counter() - t))
+    if e == 0:
+        cold = k / (time.perf_counter() - t0)
+print(json.dumps({"cold": cold, "build_s": build, "epochs": rates, "n_train": k}))
 """
 
 
-def fastvision_rates(path: str, n: int, bs: int, nw: int, reps: int, full: bool) -> list[float]:
-    """Return img/s of `reps` training epochs of the fastvision pipeline (after one warm-up epoch)."""
-    from fastvision.data.block import CategoryBlock, DataBlock, ImageBlock
-    from fastvision.data.items import RandomSplitter, RegexLabeller, using_attr
-    from fastvision.vision.resize import Resize
+def _pss_mb(pid: int) -> float:
+    """PSS of `pid` and all its descendants, in MB (0 for processes that are gone)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("Pss:")) / 1024
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo += [int(c) for c in f.read().split()]
+        except (OSError, StopIteration, ValueError):
+            continue
+    return total
 
-    files = sorted(Path(path).glob("*.jpg"))[:n]
-    batch = None
-    if full:
-        from fastvision.vision.augment import aug_transforms
 
-        batch = aug_transforms(size=224, min_scale=0.75)
-    dblock = DataBlock(
-        blocks=(ImageBlock, CategoryBlock),
-        get_items=lambda _: files,
-        get_y=using_attr(RegexLabeller(PAT), "name"),
-        splitter=RandomSplitter(0.1, seed=0),
-        item_tfms=Resize(460),
-        batch_tfms=batch,
+def run(python: str, lib: str, a: argparse.Namespace, full: bool) -> dict | None:
+    """Run one library's pipeline in a subprocess; return its figures and peak memory, None on failure."""
+    args = [python, "-c", SCRIPT, lib, a.path, str(a.n), str(a.bs), str(a.workers), str(a.epochs)]
+    proc = subprocess.Popen(
+        [*args, "1" if full else "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    dls = dblock.dataloaders(path, bs=bs, num_workers=nw, device="cpu")
-    out = []
-    for r in range(reps + 1):
-        t, k = time.perf_counter(), 0
-        for xb, _ in dls.train:
-            k += len(xb)
-        if r:
-            out.append(k / (time.perf_counter() - t))
-    return out
+    peak = [0.0]
 
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], _pss_mb(proc.pid))
+            time.sleep(0.05)
 
-def fastai_rates(path: str, n: int, bs: int, nw: int, reps: int, full: bool) -> list[float] | None:
-    """Return fastai's img/s per epoch from a subprocess, or None when ~/fastai-env is missing or fails."""
-    py = Path.home() / "fastai-env" / "bin" / "python"
-    if not py.exists():
-        return None
-    args = [str(py), "-c", FASTAI_SCRIPT, path, str(n), str(bs), str(nw), str(reps), "1" if full else "0"]
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    out, err = proc.communicate(timeout=3600)
+    th.join()
     try:
-        res = subprocess.run(args, capture_output=True, text=True, timeout=1800)
-        return json.loads(res.stdout.strip().splitlines()[-1])
-    except Exception as e:  # benchmarks never fail
-        print(f"  fastai run failed: {e}; stderr tail: {getattr(locals().get('res'), 'stderr', '')[-500:]}")
+        res = json.loads(out.strip().splitlines()[-1])
+    except Exception:  # benchmarks never fail
+        print(f"  {lib} failed (exit {proc.returncode}): {err.strip()[-800:]}")
         return None
+    return {**res, "peak_mb": peak[0]}
 
 
-def report(name: str, ours: list[float] | None, theirs: list[float] | None) -> None:
-    med = lambda v: statistics.median(v) if v else float("nan")  # noqa: E731
-    line = f"{name}: fastvision {med(ours):7.1f} img/s"
-    if theirs:
-        line += f" | fastai {med(theirs):7.1f} img/s | ratio {med(ours) / med(theirs):.2f}x"
-    else:
-        line += " | fastai: not measured (no ~/fastai-env)"
-    print(line, flush=True)
+def med(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--path", default="/tmp/fashion-pets")
-    ap.add_argument("--n", type=int, default=448, help="images used (about 90%% go to the training loader)")
+    ap.add_argument("--n", type=int, default=2048, help="images used (90%% go to the training loader)")
     ap.add_argument("--bs", type=int, default=64)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=3, help="the cold epoch plus the steady-state ones")
     ap.add_argument("--only", choices=["item", "full"], default=None)
+    ap.add_argument("--fastai-python", default=str(Path.home() / "fastai-env" / "bin" / "python"))
     a = ap.parse_args()
-    if not any(Path(a.path).glob("*.jpg")):
-        print(f"No images in {a.path}: run python ../shared/tools/make_fashion_pets.py {a.path}")
+    n_files = len(list(Path(a.path).glob("*.jpg")))
+    if n_files == 0:
+        print(f"No images in {a.path}: run `fastvision make-fashion-pets {a.path} --n {a.n}`")
         return
-    print(f"machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}; {a.n} images, bs {a.bs}, "
-          f"{a.workers} workers, median of {a.reps} epochs after a warm-up")  # fmt: skip
-    for name, full in (("(a) item pipeline  decode+Resize(460)+collate", False), ("(b) presizing  Resize(460)+aug_transforms(224)", True)):  # fmt: skip
+    libs = [("fastvision", sys.executable)]
+    if Path(a.fastai_python).exists():
+        libs.append(("fastai", a.fastai_python))
+    else:
+        print(f"fastai not measured: {a.fastai_python} does not exist (see the module docstring)")
+    print(
+        f"machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}; {min(a.n, n_files)} images, "
+        f"bs {a.bs}, {a.workers} workers, {a.epochs} epochs per run, median of {a.reps} runs"
+    )
+    pipelines = [
+        ("(a) item pipeline, Resize(460)", False),
+        ("(b) presizing, Resize(460)+aug_transforms(224)", True),
+    ]
+    results = {}
+    for name, full in pipelines:
         if a.only and a.only != ("full" if full else "item"):
             continue
-        try:
-            ours = fastvision_rates(a.path, a.n, a.bs, a.workers, a.reps, full)
-        except ImportError as e:
-            print(f"{name}: TODO, fastvision module missing ({e})")
-            continue
-        except Exception as e:  # benchmarks never fail
-            print(f"{name}: fastvision run failed: {type(e).__name__}: {e}")
-            ours = None
-        report(name, ours, fastai_rates(a.path, a.n, a.bs, a.workers, a.reps, full))
+        runs: dict[str, list[dict]] = {lib: [] for lib, _ in libs}
+        for _ in range(a.reps):  # alternate, so both libraries see the same machine load
+            for lib, py in libs:
+                r = run(py, lib, a, full)
+                if r is not None:
+                    runs[lib].append(r)
+        summary = {}
+        for lib, rs in runs.items():
+            summary[lib] = {
+                "cold": med([r["cold"] for r in rs]),
+                "steady": med([med(r["epochs"][1:]) for r in rs if len(r["epochs"]) > 1]),
+                "build_s": med([r["build_s"] for r in rs]),
+                "peak_mb": med([r["peak_mb"] for r in rs]),
+            }
+        results[name] = summary
+        print(name)
+        for lib, s in summary.items():
+            print(
+                f"  {lib:10s} cold {s['cold']:7.1f} img/s | steady {s['steady']:7.1f} img/s | "
+                f"dataloaders() {s['build_s']:6.2f} s | peak PSS {s['peak_mb']:6.0f} MB"
+            )
+        if "fastai" in summary:
+            fv, fa = summary["fastvision"], summary["fastai"]
+            print(
+                f"  ratio      cold {fv['cold'] / fa['cold']:.2f}x | steady {fv['steady'] / fa['steady']:.2f}x | "
+                f"peak memory {fv['peak_mb'] / fa['peak_mb']:.2f}x fastai's"
+            )
+    print(json.dumps(results))
 
 
 if __name__ == "__main__":

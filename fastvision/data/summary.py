@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..vision.image import DecodedImage
 from ..vision.lazy import PendingBatch, PendingImage
 from .datasets import _get_item, _name, noop
 
@@ -25,6 +26,8 @@ def describe(x: Any) -> str:
     """Return a one-line description: type, mode, shape, dtype (small 1-d tensors in full)."""
     if isinstance(x, Image.Image):
         return f"PILImage mode={x.mode} size={x.size[0]}x{x.size[1]}"
+    if isinstance(x, DecodedImage):
+        return f"DecodedImage mode={x.mode} size={x.size[0]}x{x.size[1]} (uint8 tensor)"
     if isinstance(x, torch.Tensor):
         where = "" if x.device.type == "cpu" else f" on {x.device}"
         if x.ndim <= 1 and x.numel() <= 20:
@@ -96,7 +99,7 @@ def summarize(dblock: Any, source: Any, bs: int = 4, show_batch: bool = False, *
     from .load import DataLoaders, collate
 
     print("Setting-up type transforms pipelines")
-    dsets = dblock.datasets(source, verbose=True)
+    dsets = dblock._datasets(source, True, fast_decode=True)  # the decoder dataloaders() uses
 
     print("\nBuilding one sample")
     first = dsets.splits[0][0]
