@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from fastvision.data.samplers import BatchSampler
 from fastvision.data.load import DataLoader, DataLoaders, collate, default_num_workers
+from fastvision.data.samplers import BatchSampler
 from fastvision.transform import Transform
 from fastvision.vision.image import ImageLoadError, load_image
 from fastvision.vision.lazy import PendingBatch, PendingImage

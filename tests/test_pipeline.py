@@ -226,3 +226,73 @@ def test_workers_killed_by_ctrl_c_are_restarted():
     second = [b[1] for b in dl]
     assert len(second) == len(first) == 10
     assert sorted(torch.cat(second).tolist()) == list(range(40))
+
+
+# ------------------------------------------------------------------------------ decoding on the device
+def _exif(o):
+    exif = Image.Exif()
+    exif[0x0112] = o
+    return exif
+
+
+@pytest.fixture
+def oriented_pets(tmp_path):
+    """JPEGs with every EXIF orientation, a PNG and a greyscale JPEG, Pets-style names."""
+    path = tmp_path / "oriented"
+    path.mkdir()
+    rng = np.random.default_rng(0)
+    for o in range(1, 9):
+        arr = rng.integers(0, 256, (30 + o, 50, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(path / f"{'cat' if o % 2 else 'dog'}_{o}.jpg", quality=95, exif=_exif(o))
+    Image.fromarray(rng.integers(0, 256, (40, 44, 3), dtype=np.uint8)).save(path / "cat_20.png")
+    Image.fromarray(rng.integers(0, 256, (40, 44), dtype=np.uint8)).save(path / "dog_21.jpg")
+    return path
+
+
+@pytest.mark.parametrize("batch_tfms", [None, "aug"])
+def test_decode_on_device_matches_decoding_in_the_workers(oriented_pets, batch_tfms):
+    from fastvision.vision.augment import aug_transforms
+
+    kw = {
+        "get_items": lambda p: sorted(p.glob("*.*")),
+        "splitter": lambda items: (list(range(len(items))), list(range(len(items)))),
+        "get_y": lambda f: f.name.split("_")[0],
+        "item_tfms": Resize(24),
+        "batch_tfms": aug_transforms(size=20) if batch_tfms else None,
+    }
+    block = DataBlock(blocks=(ImageBlock, CategoryBlock), **kw)
+    on_dev = block.dataloaders(oriented_pets, bs=16, num_workers=0, device="cpu", decode_on_device=True)
+    assert type(on_dev.valid_ds.dsets.type_tfms[0][0]).__name__ == "ReadEncoded"
+    x_dev, y_dev = on_dev.valid.one_batch()
+    if batch_tfms:  # the same lazy resample either way: the same pixels
+        x_wrk, y_wrk = block.dataloaders(oriented_pets, bs=16, num_workers=0, device="cpu").valid.one_batch()
+        torch.testing.assert_close(x_dev, x_wrk, atol=2 / 255, rtol=0)
+    else:  # one bilinear resample of the upright image at 24 x 24, whatever the orientation
+        assert x_dev.shape == (10, 3, 24, 24) and x_dev.dtype == torch.float32
+        x_wrk, y_wrk = on_dev.valid.one_batch()
+    assert torch.equal(y_dev, y_wrk)
+
+
+def test_decode_on_device_needs_a_single_item_resize(oriented_pets):
+    from fastvision.vision.resize import FlipItem
+
+    block = pets_block(item_tfms=[FlipItem(), Resize(24)])
+    with pytest.raises(ValueError, match="decode_on_device=True needs item_tfms made only of one Resize"):
+        block.dataloaders(oriented_pets, decode_on_device=True)
+
+
+def test_decode_encoded_orients_like_pil_and_falls_back_to_pil(oriented_pets):
+    from fastvision.vision.image import EncodedImage, decode_encoded, load_image, read_encoded
+
+    files = sorted(oriented_pets.glob("*.jpg"))
+    enc = [read_encoded(f) for f in files]
+    assert all(
+        isinstance(e, EncodedImage) for e in enc[:-1]
+    )  # the greyscale JPEG is decoded (to RGB) at once
+    enc = enc[:-1]
+    broken = EncodedImage(enc[0].data[:-300].clone(), enc[0].size, 1, files[0], "RGB")
+    for f, e, t in zip(files, enc, decode_encoded(enc, "cpu")):
+        want = torch.from_numpy(np.array(load_image(f))).permute(2, 0, 1)
+        assert t.shape == want.shape and (t.int() - want.int()).abs().max() <= 1, (f.name, e.orientation)
+    with pytest.raises(ImageLoadError, match=files[0].name):
+        decode_encoded([broken], "cpu")

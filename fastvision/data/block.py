@@ -118,18 +118,55 @@ def _decode_min_size(item_tfms: list) -> int | tuple[int, int] | None | bool:
     return min_size
 
 
-def _fast_decoders(type_tfms: list[list], item_tfms: list) -> list[list]:
-    """Replace `PILImage.create`-style decoders by `DecodeImage` where every item transform allows it."""
+class ReadEncoded(DecodeImage):
+    """The image type transform with `decode_on_device=True`: workers read JPEG bytes (`read_encoded`),
+    decoded a batch at a time on the loader's device; other files are decoded in the workers."""
+
+    __name__ = "read_encoded"
+
+    def __call__(self, src: Any) -> Any:
+        """Read `src`'s JPEG bytes (an `EncodedImage`), or decode it here when it is not a JPEG file."""
+        from ..vision.image import read_encoded
+
+        return read_encoded(src, self.mode)
+
+
+def _stock_decoder(ts: list) -> type | None:
+    """The `PILImage` class whose unmodified `create` is the block's only type transform, else None."""
+    owner = getattr(ts[0], "__self__", None) if len(ts) == 1 else None
+    stock = isinstance(owner, type) and issubclass(owner, PILImage)
+    return owner if stock and getattr(ts[0], "__func__", None) is PILImage.create.__func__ else None
+
+
+def _fast_decoders(type_tfms: list[list], item_tfms: list, on_device: bool = False) -> list[list]:
+    """Replace `PILImage.create`-style decoders by `DecodeImage` (or `ReadEncoded` when decoding on the
+    device) where every item transform allows it."""
     min_size = _decode_min_size(item_tfms)
     if min_size is False:
+        if on_device:
+            raise ValueError(
+                "decode_on_device=True needs item_tfms made only of one Resize or RandomResizedCrop (the "
+                f"batch stage resamples once on the device); got {[type(t).__name__ for t in item_tfms]}. "
+                "Move other item transforms to batch_tfms, or pass decode_on_device=False."
+            )
         return type_tfms
     out = []
     for ts in type_tfms:
-        owner = getattr(ts[0], "__self__", None) if len(ts) == 1 else None
-        stock = isinstance(owner, type) and issubclass(owner, PILImage)
-        if stock and getattr(ts[0], "__func__", None) is PILImage.create.__func__:
-            ts = [DecodeImage(owner.mode, min_size)]
+        cls = _stock_decoder(ts)
+        if cls is not None:
+            ts = [ReadEncoded(cls.mode) if on_device else DecodeImage(cls.mode, min_size)]
         out.append(ts)
+    return out
+
+
+def _lazy_resizes(item_tfms: list) -> list:
+    """Copies of the item resizes with `lazy=True`: the batch stage resamples them (on the device)."""
+    out = []
+    for t in item_tfms:
+        if hasattr(t, "lazy") and isinstance(t, Transform) and not t.lazy:
+            t = copy.copy(t)
+            t.lazy, t.to_tensor = True, False
+        out.append(t)
     return out
 
 
@@ -342,9 +379,10 @@ class DataBlock:
         """Collect the items of `source`, split them and build the labelled `Datasets` (images stay paths)."""
         return self._datasets(source, verbose, fast_decode=False)
 
-    def _datasets(self, source: Any, verbose: bool, fast_decode: bool) -> Datasets:
+    def _datasets(self, source: Any, verbose: bool, fast_decode: bool, on_device: bool = False) -> Datasets:
         """Build the `Datasets`; with `fast_decode`, images decode straight to tensors when the item
-        transforms allow it (what `dataloaders` uses; `datasets` keeps fastai's PIL images)."""
+        transforms allow it (what `dataloaders` uses; `datasets` keeps fastai's PIL images), and with
+        `on_device` the workers only read JPEG bytes."""
         if verbose:
             print(f"Collecting items from {source}")
         items = self.get_items(source) if self.get_items is not None else source
@@ -362,7 +400,8 @@ class DataBlock:
         self._check_splits(splits, splitter, len(items))
         type_tfms = [copy.deepcopy(b.type_tfms) for b in self.blocks]
         if fast_decode:
-            type_tfms = _fast_decoders(type_tfms, self.item_tfms)
+            item_tfms = _lazy_resizes(self.item_tfms) if on_device else self.item_tfms
+            type_tfms = _fast_decoders(type_tfms, item_tfms, on_device)
         dsets = Datasets(items, self.getters, type_tfms, splits, n_inp=self.n_inp)
         if verbose:
             for g, ts in zip(self.getters, type_tfms):
@@ -383,22 +422,34 @@ class DataBlock:
                 "or a splitter that returns validation items (e.g. GrandparentSplitter's valid_name must match a folder)."
             )
 
-    def dataloaders(self, source: Any, path: str | Path = ".", verbose: bool = False, **kwargs: Any):
+    def dataloaders(
+        self,
+        source: Any,
+        path: str | Path = ".",
+        verbose: bool = False,
+        decode_on_device: bool = False,
+        **kwargs: Any,
+    ):
         """Build the `Datasets` of `source` and return `DataLoaders` with this block's item and batch tfms.
 
         Args:
             source: passed to `get_items` (a folder, a DataFrame, a list).
             path: the `DataLoaders.path` (where a Learner saves models).
             verbose: print the collecting steps.
+            decode_on_device: workers only read JPEG bytes; each batch is decoded on the loaders' device
+                (nvJPEG on a GPU, libjpeg-turbo on the CPU) and its crop windows folded into the one batch
+                resample. Other formats, and files the device decoder refuses, are decoded on the CPU.
+                Needs item_tfms made of one `Resize`/`RandomResizedCrop` (False).
             **kwargs: for `DataLoaders.from_datasets` (bs, val_bs, shuffle, num_workers, device,
                 on_bad_image, cache, seed, drop_last) with its defaults.
         """
         from .load import DataLoaders
 
-        dsets = self._datasets(source, verbose, fast_decode=True)
+        dsets = self._datasets(source, verbose, fast_decode=True, on_device=decode_on_device)
         kw = {**self.dls_kwargs, **kwargs}
+        item_tfms = _lazy_resizes(self.item_tfms) if decode_on_device else self.item_tfms
         return DataLoaders.from_datasets(
-            dsets, after_item=Pipeline(self.item_tfms), after_batch=Pipeline(self.batch_tfms), path=path, **kw
+            dsets, after_item=Pipeline(item_tfms), after_batch=Pipeline(self.batch_tfms), path=path, **kw
         )
 
     def summary(self, source: Any, bs: int = 4, show_batch: bool = False, **kwargs: Any) -> None:

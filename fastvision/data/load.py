@@ -30,7 +30,7 @@ from matplotlib.figure import Figure
 
 from ..transform import Pipeline, tfm_list
 from ..utils import default_device, to_device
-from ..vision.lazy import PendingBatch
+from ..vision.lazy import PendingBatch, decode_pending
 from ..vision.show import decoded_pairs, show_pairs
 from .collate import collate
 from .samplers import BatchRequest, BatchSampler
@@ -378,6 +378,7 @@ class DataLoader:
         if res.batch is None:
             return None
         b = to_device(res.batch, self.device, non_blocking=self.pin_memory)
+        b = tuple(decode_pending(o) if isinstance(o, PendingBatch) else o for o in b)
         with seeded((res.request.seed + _BATCH_SALT) % 2**63):
             for t in self._after_batch.tfms:
                 b = self._apply(t, b)

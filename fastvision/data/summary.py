@@ -34,7 +34,7 @@ def describe(x: Any) -> str:
             return f"tensor({x.tolist()}){where}"
         return f"tensor {str(x.dtype).replace('torch.', '')} {'x'.join(map(str, x.shape))}{where}"
     if isinstance(x, PendingImage):
-        return f"PendingImage {'x'.join(map(str, x.pixels.shape))} -> {'x'.join(map(str, x.shape))}"
+        return f"PendingImage {'x'.join(map(str, x.extent))} -> {'x'.join(map(str, x.shape))}"
     if isinstance(x, PendingBatch):
         return f"PendingBatch {'x'.join(map(str, x.canvas.shape))} -> {'x'.join(map(str, x.shape))}"
     if isinstance(x, (tuple, list)) and not hasattr(x, "_fields"):

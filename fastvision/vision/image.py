@@ -44,8 +44,11 @@ __all__ = [
     "ImageLoadError",
     "ImageNotFoundError",
     "DecodedImage",
+    "EncodedImage",
     "load_image",
     "decode_image",
+    "read_encoded",
+    "decode_encoded",
     "image_size",
     "verify_image",
     "verify_images",
@@ -429,9 +432,111 @@ def decode_image(src: Any, mode: str = "RGB", min_size: int | tuple[int, int] | 
             if pixels is not None:
                 return DecodedImage(pixels)
         with io.BytesIO(data) as f:
-            im = _decode(f, path, mode, _min_hw(min_size) if min_size is not None else None)
-    else:
-        im = load_image(src, mode, min_size)
+            return _as_decoded(_decode(f, path, mode, _min_hw(min_size) if min_size is not None else None))
+    return _as_decoded(load_image(src, mode, min_size))
+
+
+class EncodedImage:
+    """A JPEG file's bytes, read by a loader worker and decoded later, a batch at a time, on the loader's
+    device (`DataBlock.dataloaders(..., decode_on_device=True)`).
+
+    `size` is the upright (width, height) and `orientation` the EXIF orientation (1-8), both from the
+    header, so item transforms can place their window before any pixel is decoded.
+    """
+
+    __slots__ = ("data", "size", "orientation", "path", "mode")
+
+    def __init__(self, data: torch.Tensor, size: tuple[int, int], orientation: int, path: Path, mode: str):
+        self.data, self.size, self.orientation, self.path, self.mode = data, size, orientation, path, mode
+
+    def __repr__(self) -> str:
+        return f"EncodedImage({self.path.name}, mode={self.mode}, size={self.size[0]}x{self.size[1]})"
+
+
+def read_encoded(src: Any, mode: str = "RGB") -> EncodedImage | DecodedImage:
+    """Read a complete JPEG file for decoding on the device; decode anything else here (`decode_image`).
+
+    Raises:
+        ImageLoadError: a missing file, or a JPEG above `MAX_IMAGE_PIXELS`; other bad files raise when
+            decoded.
+    """
+    if not isinstance(src, (str, os.PathLike)) or _tv_decode_jpeg is None:
+        return decode_image(src, mode)
+    path = Path(src)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as e:
+        raise ImageNotFoundError(path) from e
+    except OSError as e:
+        raise ImageLoadError(path, _reason(e)) from e
+    header = _jpeg_header(data)
+    if header is None or data[-2:] != b"\xff\xd9" or header[2] not in ((1, 3) if mode == "RGB" else (1,)):
+        with io.BytesIO(data) as f:
+            return _as_decoded(_decode(f, path, mode, None))
+    h, w, _ = header
+    limit = MAX_IMAGE_PIXELS
+    if limit and w * h > limit:
+        reason = (
+            f"{w * h:,} pixels ({w} x {h}) is above MAX_IMAGE_PIXELS={limit:,}, a decompression-bomb guard"
+        )
+        raise ImageLoadError(path, reason, _BOMB_HINT)
+    try:
+        with _QUIET, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im = Image.open(io.BytesIO(data))
+        o = _orientation(im)  # takes the lock itself
+    except Exception as e:
+        raise ImageLoadError(path, _reason(e, path)) from e
+    upright = (h, w) if o in (5, 6, 7, 8) else (w, h)
+    return EncodedImage(torch.frombuffer(bytearray(data), dtype=torch.uint8), upright, o, path, mode)
+
+
+def _orient(t: torch.Tensor, o: int) -> torch.Tensor:
+    """Apply EXIF orientation `o` to a C x H x W tensor (PIL's `ImageOps.exif_transpose`)."""
+    if o == 2:
+        return t.flip(-1)
+    if o == 3:
+        return t.flip(-1).flip(-2)
+    if o == 4:
+        return t.flip(-2)
+    if o == 5:
+        return t.transpose(-1, -2)
+    if o == 6:
+        return torch.rot90(t, -1, (-2, -1))
+    if o == 7:
+        return t.transpose(-1, -2).flip(-1).flip(-2)
+    if o == 8:
+        return torch.rot90(t, 1, (-2, -1))
+    return t
+
+
+def decode_encoded(images: list[EncodedImage], device: torch.device | str = "cpu") -> list[torch.Tensor]:
+    """Decode a batch of `EncodedImage`s on `device` (nvJPEG on CUDA, libjpeg-turbo on the CPU), upright.
+
+    A batch the device decoder refuses is decoded one file at a time, each failure falling back to PIL on
+    the CPU, so a bad file raises `ImageLoadError` naming it.
+    """
+    device = torch.device(device)
+    if not images:
+        return []
+    read_mode = ImageReadMode.RGB if images[0].mode == "RGB" else ImageReadMode.GRAY
+    try:
+        with _QUIET, warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            out = _tv_decode_jpeg([e.data for e in images], mode=read_mode, device=device)
+    except RuntimeError:
+        out = [None] * len(images)
+    res = []
+    for e, t in zip(images, out):
+        t = _orient(t, e.orientation) if t is not None else None
+        if t is None or (t.shape[2], t.shape[1]) != e.size:
+            with io.BytesIO(e.data.numpy().tobytes()) as f:
+                t = _as_decoded(_decode(f, e.path, e.mode, None)).pixels.to(device)
+        res.append(t)
+    return res
+
+
+def _as_decoded(im: Image.Image) -> DecodedImage:
     arr = np.array(im)  # writable; the C x H x W view of H x W x C memory is what collate stacks fastest
     arr = arr[:, :, None] if arr.ndim == 2 else arr
     return DecodedImage(torch.from_numpy(arr).permute(2, 0, 1))

@@ -13,11 +13,12 @@ filled by the padding mode (reflection, zeros, border) at the batch stage.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-__all__ = ["PendingImage", "PendingBatch", "collate_pending"]
+__all__ = ["PendingImage", "PendingBatch", "collate_pending", "decode_pending"]
 
 
 @dataclass
@@ -33,15 +34,24 @@ class PendingImage:
         pad_mode: how to fill samples outside `pixels`: 'reflection', 'zeros' or 'border'.
     """
 
-    pixels: torch.Tensor
+    pixels: torch.Tensor | None
     window: tuple[float, float, float, float]
     size: tuple[int, int]
     pad_mode: str = "reflection"
+    encoded: Any = None  # a `vision.image.EncodedImage` (pixels None) when decoding waits for the device
+
+    @property
+    def extent(self) -> tuple[int, int, int]:
+        """(channels, height, width) of the item's pixels, decoded or not."""
+        if self.pixels is not None:
+            return tuple(self.pixels.shape)
+        w, h = self.encoded.size
+        return (3 if self.encoded.mode == "RGB" else 1, h, w)
 
     @property
     def shape(self) -> torch.Size:
         """The promised shape C x H x W (what a materialised item would have)."""
-        return torch.Size((self.pixels.shape[0], *self.size))
+        return torch.Size((self.extent[0], *self.size))
 
 
 @dataclass
@@ -61,6 +71,7 @@ class PendingBatch:
     window: torch.Tensor
     size: tuple[int, int]
     pad_mode: str = "reflection"
+    encoded: list[tuple[int, Any]] = field(default_factory=list)  # (row, EncodedImage) still to decode
 
     @property
     def shape(self) -> torch.Size:
@@ -78,29 +89,54 @@ class PendingBatch:
             self.window.to(device, non_blocking=non_blocking),
             self.size,
             self.pad_mode,
+            self.encoded,  # bytes stay on the host: the decoder reads them there
         )
 
     def pin_memory(self) -> PendingBatch:
         """Pin the host tensors (called by torch's DataLoader when `pin_memory=True`)."""
         return PendingBatch(
-            self.canvas.pin_memory(), self.hw.pin_memory(), self.window.pin_memory(), self.size, self.pad_mode
+            self.canvas.pin_memory(),
+            self.hw.pin_memory(),
+            self.window.pin_memory(),
+            self.size,
+            self.pad_mode,
+            self.encoded,
         )
 
 
 def collate_pending(items: list[PendingImage]) -> PendingBatch:
-    """Pad the items' pixels into one canvas (top-left aligned) and stack their geometry."""
+    """Pad the items' pixels into one canvas (top-left aligned) and stack their geometry.
+
+    Items still encoded leave their region of the canvas empty and are listed in `encoded`, for
+    `decode_pending` to fill on the batch's device.
+    """
     sizes = {p.size for p in items}
     if len(sizes) != 1:
         raise ValueError(
             f"Cannot batch items promised at different sizes {sorted(sizes)}: every item of a batch must "
             "come from the same Resize. Use one Resize(size) in item_tfms."
         )
-    c = items[0].pixels.shape[0]
-    hmax = max(p.pixels.shape[1] for p in items)
-    wmax = max(p.pixels.shape[2] for p in items)
+    extents = [p.extent for p in items]
+    c, hmax, wmax = extents[0][0], max(e[1] for e in extents), max(e[2] for e in extents)
     canvas = torch.zeros(len(items), c, hmax, wmax, dtype=torch.uint8)
+    encoded = []
     for i, p in enumerate(items):
-        canvas[i, :, : p.pixels.shape[1], : p.pixels.shape[2]] = p.pixels
-    hw = torch.tensor([[p.pixels.shape[1], p.pixels.shape[2]] for p in items], dtype=torch.long)
+        if p.pixels is None:
+            encoded.append((i, p.encoded))
+        else:
+            canvas[i, :, : p.pixels.shape[1], : p.pixels.shape[2]] = p.pixels
+    hw = torch.tensor([[e[1], e[2]] for e in extents], dtype=torch.long)
     window = torch.tensor([p.window for p in items], dtype=torch.float32)
-    return PendingBatch(canvas, hw, window, items[0].size, items[0].pad_mode)
+    return PendingBatch(canvas, hw, window, items[0].size, items[0].pad_mode, encoded)
+
+
+def decode_pending(pb: PendingBatch) -> PendingBatch:
+    """Decode the batch's encoded items on the canvas's device, in one batched call, into their regions."""
+    if not pb.encoded:
+        return pb
+    from .image import decode_encoded
+
+    rows = [i for i, _ in pb.encoded]
+    for i, t in zip(rows, decode_encoded([e for _, e in pb.encoded], pb.canvas.device)):
+        pb.canvas[i, :, : t.shape[1], : t.shape[2]] = t
+    return PendingBatch(pb.canvas, pb.hw, pb.window, pb.size, pb.pad_mode)

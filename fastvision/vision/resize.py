@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..transform import Transform
-from .image import DecodedImage
+from .image import DecodedImage, EncodedImage
 from .lazy import PendingImage
 
 __all__ = [
@@ -130,9 +130,15 @@ def _window(w: int, h: int, box: Box, size: tuple[int, int]) -> tuple[tuple[int,
     return (ix0, iy0, ix1, iy1), (x0 - ix0, y0 - iy0, x1 - ix0, y1 - iy0)
 
 
-def _pending(img: Image.Image | DecodedImage, box: Box, size: tuple[int, int], pad_mode: str) -> PendingImage:
-    """Keep the native pixels around `box` and the window the batch stage resamples (no CPU resize)."""
+def _pending(
+    img: Image.Image | DecodedImage | EncodedImage, box: Box, size: tuple[int, int], pad_mode: str
+) -> PendingImage:
+    """Keep the native pixels around `box` and the window the batch stage resamples (no CPU resize);
+    an `EncodedImage` keeps its bytes, and its window in the whole image, for the device to decode."""
     (ix0, iy0, ix1, iy1), window = _window(*img.size, box, size)
+    if isinstance(img, EncodedImage):
+        x0, y0, x1, y1 = window
+        return PendingImage(None, (x0 + ix0, y0 + iy0, x1 + ix0, y1 + iy0), size, pad_mode, encoded=img)
     if isinstance(img, DecodedImage):
         pixels = img.pixels[:, iy0:iy1, ix0:ix1]
     else:
@@ -177,8 +183,14 @@ class _BoxTransform(Transform):
 
     def encodes(self, x: Any, split_idx: int | None = None) -> Any:
         """Resample a PIL image or `DecodedImage` (or return a `PendingImage` when `lazy`); others pass."""
-        if not isinstance(x, (Image.Image, DecodedImage)):
+        if not isinstance(x, (Image.Image, DecodedImage, EncodedImage)):
             return x
+        if isinstance(x, EncodedImage) and not self.lazy:
+            raise ValueError(
+                f"{type(self).__name__} received still-encoded JPEG bytes ({x.path}) but is not lazy: with "
+                "decode_on_device=True, DataBlock makes item resizes lazy; build the loaders with "
+                "DataBlock.dataloaders, or pass decode_on_device=False."
+            )
         box, size = self.box(*x.size, split_idx)
         if self.lazy:  # only 'pad' windows reach past the image; others stay inside it, as PIL clamps
             return _pending(
@@ -292,9 +304,12 @@ class ToTensor(Transform):
     order = 5
 
     def encodes(self, x: Any, split_idx: int | None = None) -> Any:
-        """Convert images; return anything else unchanged."""
+        """Convert images; return anything else unchanged (still-encoded JPEG bytes become a pending item)."""
         if isinstance(x, DecodedImage):
             return x.pixels
+        if isinstance(x, EncodedImage):  # decoded on the device at its own size: the identity window
+            w, h = x.size
+            return PendingImage(None, (0.0, 0.0, w - 1.0, h - 1.0), (h, w), "border", encoded=x)
         return image_to_tensor(x) if isinstance(x, Image.Image) else x
 
 
