@@ -58,6 +58,15 @@ def test_category_map_keeps_pandas_categorical_order():
     assert CategoryMap(col) == ["lo", "mid", "hi"]
 
 
+def test_category_map_strict_keeps_only_present_categories():
+    """Issue #12 (fastai parity): strict=True drops the unused categories, keeping category order."""
+    pd = pytest.importorskip("pandas")
+    col = pd.Series(pd.Categorical(["hi", "lo", "hi"], categories=["lo", "mid", "hi", "top"]))
+    assert CategoryMap(col) == ["lo", "mid", "hi", "top"]
+    assert CategoryMap(col, strict=True) == ["lo", "hi"]
+    assert CategoryMap(["b", "a"], strict=True) == ["a", "b"]  # plain values: only those present anyway
+
+
 # ----------------------------------------------------------------------------------------- Datasets
 def test_pets_datasets(pets_folder):
     dsets = pets_block().datasets(pets_folder)
@@ -209,7 +218,7 @@ def test_summary_without_resize_diagnoses_collate_error(pets_folder, capsys):
         pets_block().summary(pets_folder, bs=4)
     out = capsys.readouterr().out
     assert "Found 18 items" in out and "2 datasets of sizes 15,3" in out
-    assert "applying PILImage.create gives\n      PILImage mode=RGB size=" in out
+    assert "applying decode_image gives\n      DecodedImage mode=RGB size=" in out
     assert "Error! It's not possible to collate your items in a batch" in out
     assert "Could not collate the 0-th members of your tuples because got the following shapes" in out
     assert "torch.Size([3," in out and ".jpg: (3, " in out and "item_tfms=Resize(" in out
@@ -218,7 +227,7 @@ def test_summary_without_resize_diagnoses_collate_error(pets_folder, capsys):
 def test_summary_with_resize(pets_folder, capsys):
     pets_block(item_tfms=Resize(20)).summary(pets_folder, bs=4, show_batch=True)
     out = capsys.readouterr().out
-    assert "Final sample: (PILImage mode=RGB size=" in out
+    assert "Final sample: (DecodedImage mode=RGB size=" in out
     assert "applying ToTensor gives\n      (tensor uint8 3x20x20, " in out
     assert "Adding the next 3 samples" in out and "Error!" not in out
     assert "applying IntToFloatTensor gives\n      (tensor float32 4x3x20x20, tensor([" in out
