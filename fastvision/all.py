@@ -29,6 +29,7 @@ from .callback.schedule import *
 from .callback.tracker import *
 from .data.block import *
 from .data.external import *
+from .data.fashion_pets import *
 from .data.items import *
 from .data.load import *
 from .distributed import *

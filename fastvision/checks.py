@@ -3,13 +3,26 @@ and moving batches to the device."""
 
 from __future__ import annotations
 
+import math
+import numbers
+import warnings
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["check_learner_args", "to_device"]
+__all__ = [
+    "check_learner_args",
+    "check_lr",
+    "check_n_epoch",
+    "check_train_batches",
+    "loss_error",
+    "to_device",
+    "warn_model_loss_mismatch",
+]
 
 
 def check_learner_args(dls: Any, model: Any, loss_func: Callable | None, opt_func: Any) -> Callable:
@@ -31,6 +44,148 @@ def check_learner_args(dls: Any, model: Any, loss_func: Callable | None, opt_fun
     if not callable(opt_func):
         raise TypeError(f"opt_func must be callable (e.g. Adam or torch.optim.SGD), got {opt_func!r}.")
     return loss_func
+
+
+def check_lr(lr: Any, name: str = "lr") -> None:
+    """Raise a `ValueError` naming `name` unless `lr` is a finite number >= 0, a slice of them, or a list of them."""
+    if lr is None:
+        return
+    if isinstance(lr, slice):
+        values = [v for v in (lr.start, lr.stop) if v is not None]
+        if lr.stop is None:
+            raise ValueError(f"{name}={lr!r} has no upper value; pass slice(hi) or slice(lo, hi).")
+    elif isinstance(lr, (np.ndarray, torch.Tensor)):
+        values = (
+            np.asarray(lr.tolist() if isinstance(lr, torch.Tensor) else lr, dtype=object).reshape(-1).tolist()
+        )
+    elif isinstance(lr, (list, tuple)):
+        values = list(lr)
+    else:
+        values = [lr]
+    for v in values:
+        ok = isinstance(v, numbers.Real) and not isinstance(v, bool)
+        if not ok or not math.isfinite(float(v)) or float(v) < 0:
+            raise ValueError(
+                f"{name}={lr!r} is not a valid learning rate: expected a finite number >= 0 (or a slice or list "
+                f"of them), got {v!r}. Pass e.g. {name}=1e-3, or run learn.lr_find() to pick one."
+            )
+
+
+def check_n_epoch(n_epoch: Any, name: str = "n_epoch") -> None:
+    """Raise a `ValueError` naming `name` unless it is an int >= 0."""
+    if isinstance(n_epoch, bool) or not isinstance(n_epoch, numbers.Integral) or n_epoch < 0:
+        raise ValueError(f"{name}={n_epoch!r} must be an int >= 0 (the number of epochs), e.g. {name}=1.")
+
+
+def check_train_batches(dls: Any) -> None:
+    """Raise a `ValueError` when the training loader yields no batch (e.g. `bs` > items with `drop_last`)."""
+    dl = dls.train
+    try:
+        n = len(dl)
+    except TypeError:
+        return  # an iterable without a length: nothing to check before training
+    if n > 0:
+        return
+    ds = getattr(dl, "dataset", None)
+    try:
+        n_items = len(ds) if ds is not None else None
+    except TypeError:
+        n_items = None
+    bs = getattr(dl, "bs", None) or getattr(dl, "batch_size", None)
+    drop_last = getattr(dl, "drop_last", False)
+    if n_items == 0:
+        raise ValueError(
+            "The training loader is empty: dls.train holds 0 items. Check the item getter and the splitter "
+            "(e.g. `dblock.summary(source)`)."
+        )
+    if drop_last and bs is not None and n_items is not None:
+        raise ValueError(
+            f"The training loader yields 0 batches: {n_items} training items with bs={bs} and drop_last=True "
+            f"(the only, incomplete batch is dropped). Pass bs<={n_items}, or drop_last=False to the training loader."
+        )
+    raise ValueError(
+        f"The training loader yields 0 batches (dls.train has length 0, bs={bs}); nothing would train."
+    )
+
+
+_FLAT_NAMES = {
+    nn.BCEWithLogitsLoss: "BCEWithLogitsLossFlat()",
+    nn.BCELoss: "BCELossFlat()",
+    nn.MSELoss: "MSELossFlat()",
+    nn.L1Loss: "L1LossFlat()",
+    nn.CrossEntropyLoss: "CrossEntropyLossFlat()",
+}
+
+
+def _shape(x: Any) -> Any:
+    return tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+
+
+def loss_error(loss_func: Any, pred: Any, yb: tuple, err: Exception) -> Exception:
+    """Return `err` re-phrased with the prediction and target shapes and the fastvision loss that handles them."""
+    flat = next((v for k, v in _FLAT_NAMES.items() if isinstance(loss_func, k)), None)
+    targ = yb[0] if yb else None
+    shapes = f"predictions of shape {_shape(pred)} and targets of shape {_shape(targ)}"
+    if isinstance(targ, torch.Tensor):
+        shapes += f" ({targ.dtype})"
+    hint = (
+        f"Use `loss_func={flat}` (fastvision.losses), which flattens both and casts the targets, or reshape "
+        "the model's output to the targets' shape."
+        if flat
+        else "Make the model's output shape (and the loss) fit the targets."
+    )
+    msg = f"loss_func {loss_func!r} failed on {shapes}: {err}. {hint}"
+    try:
+        return type(err)(msg)
+    except Exception:
+        return RuntimeError(msg)
+
+
+def _last_leaf(model: nn.Module) -> nn.Module | None:
+    leaves = [m for m in model.modules() if next(m.children(), None) is None]
+    return leaves[-1] if leaves else None
+
+
+def _is_cross_entropy(loss_func: Any) -> bool:
+    name = type(loss_func).__name__
+    return (
+        isinstance(loss_func, nn.CrossEntropyLoss)
+        or loss_func is F.cross_entropy
+        or name in ("CrossEntropyLossFlat", "LabelSmoothingCrossEntropy", "LabelSmoothingCrossEntropyFlat")
+    )
+
+
+def warn_model_loss_mismatch(dls: Any, model: nn.Module, loss_func: Any) -> None:
+    """Warn when the model already applies the loss's activation, or the vocab has a single class."""
+    last = _last_leaf(model)
+    bce_logits = (
+        isinstance(loss_func, nn.BCEWithLogitsLoss) or type(loss_func).__name__ == "BCEWithLogitsLossFlat"
+    )
+    if _is_cross_entropy(loss_func) and isinstance(last, nn.Softmax):
+        warnings.warn(
+            f"The model ends with {last!r} but the loss {loss_func!r} expects raw logits (it applies log-softmax "
+            "itself): training sees softmax twice and predictions come out double-softmaxed. Remove the final "
+            "nn.Softmax (get_preds/predict apply softmax for you).",
+            stacklevel=3,
+        )
+    elif bce_logits and isinstance(last, nn.Sigmoid):
+        warnings.warn(
+            f"The model ends with {last!r} but the loss {loss_func!r} expects raw logits (it applies the sigmoid "
+            "itself). Remove the final nn.Sigmoid, or use BCELossFlat() with it.",
+            stacklevel=3,
+        )
+    vocab = getattr(dls, "vocab", None)
+    try:
+        n_classes = len(vocab) if vocab is not None else None
+    except TypeError:
+        n_classes = None
+    if n_classes == 1 and _is_cross_entropy(loss_func):
+        warnings.warn(
+            f"dls.vocab has a single class ({list(vocab)!r}): every prediction is that class and the loss "
+            "trains to 0 without learning anything. Check the labelling function (all items got the same "
+            "label) and the splitter (every class needs training items).",
+            stacklevel=3,
+        )
 
 
 def to_device(b: Any, dev: torch.device | None) -> Any:

@@ -168,6 +168,8 @@ def get_preds(
 def _label(vocab: Any, dec: torch.Tensor) -> Any:
     if vocab is None:
         return dec.tolist() if dec.numel() > 1 else dec.item()
+    if dec.dtype == torch.bool and dec.numel() == 1 and len(vocab) == 2:  # binary, one sigmoid output
+        return vocab[int(dec.reshape(()))]
     if dec.dtype == torch.bool:  # multi-label
         return [vocab[i] for i in torch.nonzero(dec).flatten().tolist()]
     return vocab[int(dec)] if dec.numel() == 1 else [vocab[int(i)] for i in dec.flatten()]
@@ -181,17 +183,53 @@ def predict(learn: Any, item: Any) -> tuple[Any, torch.Tensor, torch.Tensor]:
     """
     dls = learn.dls
     if hasattr(dls, "test_dl"):
-        dl = dls.test_dl([item])
+        try:
+            dl = dls.test_dl([item])
+            _, preds, _, dec = get_preds(learn, dl=dl, with_input=True, with_decoded=True)
+        except Exception as e:
+            if len(str(e)) <= _MAX_MESSAGE:
+                raise
+            raise _short_error(e, item) from None  # chaining would print the long message again
     elif isinstance(item, torch.Tensor):
-        dl = [(item[None],)]
+        _, preds, _, dec = get_preds(learn, dl=[(item[None],)], with_input=True, with_decoded=True)
     else:
         raise TypeError(
-            f"predict needs `dls.test_dl` to process a {type(item).__name__}; {type(dls).__name__} has none. "
+            f"predict needs `dls.test_dl` to process {_describe_item(item)}; {type(dls).__name__} has none. "
             "Pass a ready input tensor instead, or use fastvision DataLoaders."
         )
-    _, preds, _, dec = get_preds(learn, dl=dl, with_input=True, with_decoded=True)
     vocab = getattr(dls, "vocab", None)
     return _label(vocab, dec[0]), dec[0], preds[0]
+
+
+_MAX_MESSAGE = 500  # longer messages (an item's repr: a whole upload) are cut in predict's error
+
+
+def _describe_item(item: Any) -> str:
+    """Describe `item` in a few words for an error message: its type and size, never its whole content."""
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        n = len(item) if not isinstance(item, memoryview) else item.nbytes
+        size = f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n} bytes"
+        return f"a {type(item).__name__} object of {size}"
+    if isinstance(item, str):
+        shown = item if len(item) <= 60 else item[:57] + "..."
+        return f"the string {shown!r}"
+    if hasattr(item, "shape") and hasattr(item, "dtype"):
+        return f"a {type(item).__name__} of shape {tuple(item.shape)} ({item.dtype})"
+    return f"a {type(item).__name__}"
+
+
+def _short_error(e: Exception, item: Any) -> Exception:
+    """The error of `predict(item)` re-worded: its message was too long to read (e.g. the item's repr)."""
+    msg = str(e)
+    text = (
+        f"predict could not process {_describe_item(item)}: {msg[:300]}... (message cut from {len(msg)} "
+        "characters). predict takes one item of the kind the model was trained on, e.g. an image file path, "
+        "the bytes of an encoded image, a PIL image, a numpy array or a tensor."
+    )
+    try:
+        return type(e)(text)
+    except Exception:
+        return RuntimeError(text)
 
 
 def _augmented(dl: Any) -> Any:

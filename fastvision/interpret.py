@@ -85,10 +85,20 @@ class Interpretation:
 
 
 class ClassificationInterpretation(Interpretation):
-    """Interpretation of a single-label (class indices) or multi-label (one-hot targets) classifier."""
+    """Interpretation of a single-label (class indices), binary (one probability per item, `(n,)` or `(n, 1)`)
+    or multi-label (one-hot targets) classifier.
+
+    A binary classifier is shown as two classes, 0 and 1 (names from a 2-entry `dls.vocab`, else
+    '0'/'1', or 'not <label>'/'<label>' for a 1-entry vocab); its probabilities become `(n, 2)`
+    `[1 - p, p]` and it is decoded with `p > 0.5`.
+    """
 
     def __init__(self, learn: Any, dl: Any, preds: Any, targs: Any, decoded: Any, losses: Any):
         super().__init__(learn, dl, preds, targs, decoded, losses)
+        vocab = getattr(getattr(learn, "dls", None), "vocab", None)
+        self.binary = self.preds.ndim == 1 or (self.preds.ndim == 2 and self.preds.shape[-1] == 1)
+        if self.binary:
+            vocab = self._binary_setup(vocab)
         self.multi_label = self.targs.ndim == 2 and self.targs.shape == self.preds.shape
         d = self.decoded
         if self.multi_label:
@@ -104,11 +114,36 @@ class ClassificationInterpretation(Interpretation):
             if d is None or d.ndim != 1:
                 d = self.preds.argmax(-1)
             self.decoded, self.targs = d.long(), self.targs.long().view(-1)
-        vocab = getattr(getattr(learn, "dls", None), "vocab", None)
         n = self.preds.shape[-1]
         self.vocab = [str(v) for v in vocab] if vocab is not None else [str(i) for i in range(n)]
         if len(self.vocab) != n:
             raise ValueError(f"The vocab has {len(self.vocab)} classes but the predictions have {n} columns.")
+
+    def _binary_setup(self, vocab: Any) -> list[str]:
+        """Turn one probability per item into two classes; return the two class names."""
+        p = self.preds.reshape(-1).float()
+        if self.targs.numel() != p.numel():
+            raise ValueError(
+                f"Binary predictions ({p.numel()} values) need one target per item; got targets of shape "
+                f"{tuple(self.targs.shape)}."
+            )
+        if p.numel() and ((p < 0) | (p > 1)).any():
+            raise ValueError(
+                "Binary predictions must be probabilities in [0, 1], but some are outside: the loss has no "
+                "sigmoid activation. Pass act=torch.sigmoid to ClassificationInterpretation.from_learner."
+            )
+        self.preds = torch.stack([1 - p, p], -1)
+        d = self.decoded
+        if d is None or d.numel() != p.numel() or (d.is_floating_point() and ((d != 0) & (d != 1)).any()):
+            d = p > 0.5
+        self.decoded = d.reshape(-1).long()
+        self.targs = self.targs.reshape(-1).long()
+        names = [str(v) for v in vocab] if vocab is not None else []
+        if len(names) == 2:
+            return names
+        if len(names) == 1:
+            return [f"not {names[0]}", names[0]]
+        return ["0", "1"]
 
     def confusion_matrix(self) -> np.ndarray:
         """Return the C x C int matrix (rows actual, columns predicted); multi-label: C x 2 x 2 [[tn, fp], [fn, tp]]."""
@@ -122,7 +157,10 @@ class ClassificationInterpretation(Interpretation):
         return np.bincount(t * c + p, minlength=c * c).reshape(c, c)
 
     def most_confused(self, min_val: int = 1) -> list[tuple[str, str, int]]:
-        """Return `(actual, predicted, count)` for off-diagonal cells with count >= min_val, most frequent first."""
+        """Return `(actual, predicted, count)` for off-diagonal cells with count >= min_val, most frequent first.
+
+        `min_val=0` lists every off-diagonal pair, zero counts included (as fastai).
+        """
         if self.multi_label:
             raise ValueError(
                 "most_confused needs single-label predictions; for multi-label data use confusion_matrix() "
@@ -131,7 +169,9 @@ class ClassificationInterpretation(Interpretation):
         cm = self.confusion_matrix()
         np.fill_diagonal(cm, 0)
         cells = [
-            (self.vocab[i], self.vocab[j], int(cm[i, j])) for i, j in zip(*np.nonzero(cm >= max(min_val, 1)))
+            (self.vocab[i], self.vocab[j], int(cm[i, j]))
+            for i, j in zip(*np.nonzero(cm >= min_val))
+            if i != j
         ]
         return sorted(cells, key=lambda o: -o[2])  # stable: ties stay in row-major order
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import checkpoint, distributed, inference, summary
+from . import checkpoint, checks, distributed, inference, summary
 from .callback import schedule
 from .callback.core import (
     Callback,
@@ -38,7 +38,6 @@ from .callback.progress import ProgressCallback, _noop
 from .callback.recorder import Recorder
 from .callback.resume import resume_callbacks, warn_interrupted
 from .callback.tracker import TerminateOnNaNCallback
-from .checks import check_learner_args, to_device
 from .metrics import AvgMetric
 from .optimizer import Adam, build_optimizer, freeze_groups, set_hyper, trainable_params
 
@@ -55,6 +54,17 @@ def default_callbacks() -> list[Callback]:
     return [Recorder(), ProgressCallback(), TerminateOnNaNCallback()]
 
 
+# One instance each at most: adding another replaces the current one (for the block, with `added_cbs`).
+_UNIQUE_CBS = (
+    TrainEvalCallback,
+    Recorder,
+    ProgressCallback,
+    TerminateOnNaNCallback,
+    MixedPrecision,
+    ChannelsLast,
+)
+
+
 class Learner(CallbackHost):
     """Group data, model, loss and optimizer, and train them with callbacks.
 
@@ -64,7 +74,7 @@ class Learner(CallbackHost):
         model: any `nn.Module`. loss_func: any loss; None takes `dls.loss_func`.
         opt_func: `Adam` (default), `SGD`, or any `torch.optim` class/factory, called `opt_func(groups, lr=lr)`.
         lr: default learning rate (1e-3). splitter: `model -> parameter groups` (default: one group).
-        cbs: extra callbacks. metrics: `Metric`s, classes, or functions (wrapped in `AvgMetric`).
+        cbs: extra callbacks (a `Recorder`, `ProgressCallback`... replaces the default one). metrics: `Metric`s, classes, or functions (wrapped in `AvgMetric`).
         path, model_dir: checkpoints go to `path/model_dir` (path defaults to `dls.path`, else '.').
         wd: weight decay of every fit (None keeps the optimizer's, 0.01 for `Adam`); `wd_bn_bias`:
             also decay norm-layer parameters and biases (False); `train_bn`: norm layers train in frozen
@@ -72,6 +82,8 @@ class Learner(CallbackHost):
         default_cbs: add `Recorder`, `ProgressCallback`, `TerminateOnNaNCallback` (`TrainEvalCallback`,
             which the loop needs, is always there).
     """
+
+    unique_cbs = _UNIQUE_CBS
 
     def __init__(
         self,
@@ -91,7 +103,9 @@ class Learner(CallbackHost):
         moms: tuple[float, float, float] = (0.95, 0.85, 0.95),
         default_cbs: bool = True,
     ) -> None:
-        loss_func = check_learner_args(dls, model, loss_func, opt_func)
+        loss_func = checks.check_learner_args(dls, model, loss_func, opt_func)
+        checks.check_lr(lr)
+        checks.warn_model_loss_mismatch(dls, model, loss_func)
         self.dls, self.model, self.loss_func = dls, model, loss_func
         self.opt_func, self.lr, self.splitter = opt_func, lr, splitter
         self.path = Path(path if path is not None else getattr(dls, "path", "."))
@@ -114,8 +128,10 @@ class Learner(CallbackHost):
         self.frozen_idx, self._first_iter = 0, 0  # _first_iter: batches of the epoch done before a resume
         self._init_callbacks()
         self.add_cb(TrainEvalCallback())
-        if default_cbs:
-            self.add_cbs(default_callbacks())
+        cbs = [c() if isinstance(c, type) else c for c in _listify(cbs)]
+        if default_cbs:  # a passed Recorder (ProgressCallback...) replaces the default one
+            passed = {type(c) for c in cbs}
+            self.add_cbs([c for c in default_callbacks() if type(c) not in passed])
         self.add_cbs(cbs)
         self("after_create")
 
@@ -240,22 +256,26 @@ class Learner(CallbackHost):
             self.epoch = epoch
             self._with_events(self._do_epoch, "epoch", CancelEpochException)
 
+    def _set_dl(self, dl: Any) -> None:
+        """Make `dl` the current loader and set `n_iter` before `before_train`/`before_validate` fire."""
+        self.dl = dl
+        try:
+            self.n_iter = len(dl)
+        except TypeError:
+            self.n_iter = None
+
     def _do_epoch(self) -> None:
-        self.dl = self.dls.train
+        self._set_dl(self.dls.train)
         self._with_events(self._all_batches, "train", CancelTrainException)
         self._do_epoch_validate()
 
     def _do_epoch_validate(self, ds_idx: int = 1, dl: Any = None) -> None:
-        self.dl = self._dl(ds_idx) if dl is None else dl
+        self._set_dl(self._dl(ds_idx) if dl is None else dl)
         with torch.no_grad():
             self._with_events(self._all_batches, "validate", CancelValidException)
 
     def _all_batches(self) -> None:
         dl = self.dl
-        try:
-            self.n_iter = len(dl)
-        except TypeError:
-            self.n_iter = None
         n_inp = getattr(dl, "n_inp", None) or getattr(self.dls, "n_inp", None) or 1
         first, self._first_iter = self._first_iter, 0
         for i, b in enumerate(dl, first):
@@ -265,14 +285,19 @@ class Learner(CallbackHost):
             self._with_events(self._do_one_batch, "batch", CancelBatchException)
 
     def _to_device(self, b: Any) -> Any:
-        return to_device(b, self._device)
+        return checks.to_device(b, self._device)
 
     def _do_one_batch(self) -> None:
         with self.autocast():
             self.pred = self.model(*self.xb)
             self("after_pred")
             if self.yb:
-                self.loss_grad = self.loss_func(self.pred, *self.yb)
+                try:
+                    self.loss_grad = self.loss_func(self.pred, *self.yb)
+                except (ValueError, RuntimeError) as e:
+                    if isinstance(e, torch.OutOfMemoryError):
+                        raise
+                    raise checks.loss_error(self.loss_func, self.pred, self.yb, e) from e
                 self.loss = self.loss_grad.detach()
             else:
                 self.loss_grad = self.loss = None
@@ -315,8 +340,12 @@ class Learner(CallbackHost):
             start_epoch: skip epochs before it (resume); schedules still count them.
             resume: a `ResumableCheckpoint` file (True: the newest) to continue exactly (callback/resume.py).
         """
+        checks.check_n_epoch(n_epoch)
+        checks.check_lr(self.lr if lr is None else lr, "learn.lr" if lr is None else "lr")
         if not 0 <= start_epoch <= n_epoch:
             raise ValueError(f"start_epoch={start_epoch} must be between 0 and n_epoch={n_epoch}.")
+        if start_epoch < n_epoch:
+            checks.check_train_batches(self.dls)
         cbs = [*_listify(cbs), *distributed.auto_callbacks(self), *resume_callbacks(resume)]
         with self.added_cbs(cbs), self._running("fit"):
             if reset_opt or self.opt is None:

@@ -184,7 +184,7 @@ class AccumMetric(Metric):
         elif self.activation == ActivationType.Sigmoid:
             pred = torch.sigmoid(pred.float())
         elif self.dim_argmax is not None:
-            pred = pred.argmax(dim=self.dim_argmax)
+            pred = _class_indices(pred, learn.yb[0], self.dim_argmax)
         if self.thresh is not None:
             pred = pred >= self.thresh
         targ = learn.yb[0].detach()
@@ -258,22 +258,49 @@ def skm_to_fastai(
 # ----------------------------------------------------------------------------- metric functions
 
 
-def accuracy(inp: Tensor, targ: Tensor, axis: int = -1) -> Tensor:
-    """Fraction of items whose argmax over `axis` equals the target."""
-    pred, targ = flatten_check(inp.argmax(dim=axis), targ)
+def _is_binary(inp: Tensor, targ: Tensor, axis: int) -> bool:
+    """One score per item: a size-1 class axis (`(n, 1)` logits) or 1-d scores shaped like the targets."""
+    if inp.ndim == 0:
+        return True
+    return inp.shape[axis] == 1 or (inp.ndim == 1 and inp.shape == targ.shape)
+
+
+def _class_indices(inp: Tensor, targ: Tensor, axis: int = -1, thresh: float = 0.0) -> Tensor:
+    """Return the predicted class index per item: argmax over `axis`, or `inp > thresh` for binary scores.
+
+    Binary scores are one column (`(n, 1)`) or a 1-d tensor shaped like the targets (`(n,)`): logits,
+    thresholded at 0 by default (pass `thresh=0.5` for probabilities). Items whose scores are not all
+    finite get -1, so they never count as right.
+    """
+    finite = torch.isfinite(inp)
+    if _is_binary(inp, targ, axis):
+        pred = (inp > thresh).long()
+    else:
+        pred = inp.argmax(dim=axis)
+        finite = finite.all(dim=axis)
+    return torch.where(finite, pred, torch.full_like(pred, -1))
+
+
+def accuracy(inp: Tensor, targ: Tensor, axis: int = -1, thresh: float = 0.0) -> Tensor:
+    """Fraction of items whose predicted class (argmax over `axis`; `> thresh` for binary scores) equals the target.
+
+    Binary scores (`(n, 1)` or `(n,)` logits) are thresholded at `thresh` (0: logits; pass 0.5 for
+    probabilities). Predictions that are nan or inf count as wrong.
+    """
+    pred, targ = flatten_check(_class_indices(inp, targ, axis, thresh), targ)
     return (pred == targ).float().mean()
 
 
-def error_rate(inp: Tensor, targ: Tensor, axis: int = -1) -> Tensor:
+def error_rate(inp: Tensor, targ: Tensor, axis: int = -1, thresh: float = 0.0) -> Tensor:
     """1 - accuracy."""
-    return 1 - accuracy(inp, targ, axis=axis)
+    return 1 - accuracy(inp, targ, axis=axis, thresh=thresh)
 
 
 def top_k_accuracy(inp: Tensor, targ: Tensor, k: int = 5, axis: int = -1) -> Tensor:
-    """Fraction of items whose target is among the `k` highest outputs along `axis`."""
+    """Fraction of items whose target is among the `k` highest outputs along `axis` (nan/inf outputs count as wrong)."""
     top = inp.topk(k, dim=axis)[1]
     targ = targ.unsqueeze(dim=axis).expand_as(top)
-    return (top == targ).any(dim=axis).float().mean()
+    return ((top == targ).any(dim=axis) & torch.isfinite(inp).all(dim=axis)).float().mean()
 
 
 def accuracy_multi(inp: Tensor, targ: Tensor, thresh: float = 0.5, sigmoid: bool = True) -> Tensor:
@@ -281,7 +308,7 @@ def accuracy_multi(inp: Tensor, targ: Tensor, thresh: float = 0.5, sigmoid: bool
     if sigmoid:
         inp = inp.sigmoid()
     inp, targ = flatten_check(inp, targ)
-    return ((inp > thresh) == targ.bool()).float().mean()
+    return (((inp > thresh) == targ.bool()) & torch.isfinite(inp)).float().mean()
 
 
 # ----------------------------------------------------------------------------- precision / recall / F
@@ -327,6 +354,7 @@ def _multiclass_score(
     """sklearn-equivalent precision/recall/F-beta/Jaccard of predicted class indices."""
     preds, targs = preds.long(), targs.long()
     present = torch.unique(torch.cat([preds, targs]))
+    present = present[present >= 0]  # -1: a nan/inf prediction, wrong for every label
     if average == "binary":
         if present.numel() > 2:
             raise ValueError(

@@ -1,4 +1,8 @@
-"""Write the notebooks in nbs/ from the cell sources below (run it after editing; CI executes the .ipynb)."""
+"""Write the notebooks in nbs/ from the cell sources below (run it after editing; CI executes the .ipynb).
+
+The docs site renders the committed notebooks, outputs included, as its Tutorials section
+(docs/scripts/notebooks.py); links in Markdown cells point into `../docs/`, which the site rewrites.
+"""
 
 from pathlib import Path
 
@@ -12,13 +16,16 @@ SMALL = (
 )
 
 PETS = [
-    "md:# 01 · The Pets chapter on fashion-pets\n\nfastbook chapter 5, unchanged, on an Oxford-Pets-shaped folder: "
-    "`python ../shared/tools/make_fashion_pets.py fashion-pets` builds it from the real Fashion-MNIST. "
-    "In CI (or without that folder) a small generated folder stands in.",
+    "md:# 01 · The Pets chapter on fashion-pets\n\nfastbook chapter 5, unchanged, on an Oxford-Pets-shaped folder "
+    "of JPEG photos: [`make_fashion_pets`](../docs/api/data.fashion_pets.md#make_fashion_pets) builds it from the real "
+    "Fashion-MNIST (the same as `fastvision make-fashion-pets fashion-pets` on the command line). "
+    "In CI a small generated folder stands in.",
     SMALL + "from fastvision.all import *\n"
     "path = Path(os.environ.get('FASHION_PETS', 'fashion-pets'))\n"
-    "if SMALL or not path.exists():\n"
+    "if SMALL:\n"
     "    path = make_image_folder('nb-pets', classes=('Bag', 'Coat', 'sandal', 'trouser'), n_per_class=10, layout='name')\n"
+    "elif not path.exists():\n"
+    "    make_fashion_pets(path)  # 7,390 Pets-like JPEGs from the real Fashion-MNIST, about a minute, once\n"
     "size, presize, bs = (64, 96, 8) if SMALL else (224, 460, 64)\n"
     "len(get_image_files(path))",
     "pets = DataBlock(blocks=(ImageBlock, CategoryBlock), get_items=get_image_files,\n"
@@ -109,6 +116,8 @@ def build(cells, name):
     nb.cells = [
         nbf.v4.new_markdown_cell(c[3:]) if c.startswith("md:") else nbf.v4.new_code_cell(c) for c in cells
     ]
+    for i, cell in enumerate(nb.cells):  # stable ids: rewriting a notebook changes only what changed
+        cell.id = f"{name[:2]}-{i:02d}"
     nbf.write(nb, HERE / name)
 
 

@@ -239,3 +239,42 @@ def test_after_fit_fires_after_an_error():
         learn.fit(1, cbs=[Boom()])
     assert log.events[-1] == "after_fit"
     assert not any(isinstance(c, Boom) for c in learn.cbs)  # temporary callbacks removed
+
+
+def test_n_iter_and_dl_are_set_before_the_phase_starts():
+    """Issue #12.7: before_train/before_validate see this phase's loader length (progress bar totals)."""
+    seen = []
+
+    class Lengths(Callback):
+        def before_train(self):
+            seen.append(("train", self.learn.n_iter, self.learn.dl is self.learn.dls.train))
+
+        def before_validate(self):
+            seen.append(("valid", self.learn.n_iter, self.learn.dl is self.learn.dls.valid))
+
+    learn, _ = make_learner()
+    learn.add_cb(Lengths())
+    with learn.no_logging():
+        learn.fit(2)
+    assert seen == [("train", 2, True), ("valid", 1, True)] * 2
+
+
+def test_progress_bar_totals_match_each_phase(monkeypatch):
+    """Issue #12.7: the console bars' totals are the phase's batch count from epoch 2 on too."""
+    from fastprogress import fastprogress
+
+    from fastvision.callback.progress import ProgressCallback
+
+    totals = []
+    real = fastprogress.ConsoleProgressBar.__init__
+
+    def spy(self, gen, total=None, *args, **kwargs):
+        if kwargs.get("parent") is not None:  # the phase bars, not the master bar
+            totals.append(total)
+        real(self, gen, total, *args, **kwargs)
+
+    monkeypatch.setattr(fastprogress.ConsoleProgressBar, "__init__", spy)
+    learn, _ = make_learner()
+    learn.add_cb(ProgressCallback(mode="bar"))  # replaces the default one
+    learn.fit(2)
+    assert totals == [2, 1, 2, 1]

@@ -155,3 +155,43 @@ def test_fit_bf16_on_cpu_then_predict_in_fp32(tmp_path):
     learn.save("m")
     state = torch.load(tmp_path / "models" / "m.pth", weights_only=True)
     assert all(t.dtype == torch.float32 for t in state["model"].values() if t.is_floating_point())
+
+
+def test_inference_after_fp16_fit_runs_in_fp32_and_warns_once(tmp_path):
+    """Issue #12.1: validate/get_preds/predict after to_fp16() + fit run without autocast, like the raw model."""
+    import warnings
+
+    from torch.utils.data import TensorDataset
+
+    from fastvision.data.load import DataLoaders
+    from fastvision.learner import Learner
+    from fastvision.losses import CrossEntropyLossFlat
+    from fastvision.testing import make_tensor_data
+
+    x, y = make_tensor_data(32, 2, size=4)
+    dls = DataLoaders.from_dsets(
+        TensorDataset(x[:24], y[:24]), TensorDataset(x[24:], y[24:]), bs=8, num_workers=0
+    )
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 2))
+    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), path=tmp_path)
+    learn.to_fp16()  # fp16 on the CPU: bf16 autocast with a warning during fit
+    with pytest.warns(UserWarning, match="bfloat16 autocast instead"):
+        learn.fit(1, lr=0.1)
+    seen = []
+
+    class PredDtype(Callback):
+        order = 5
+
+        def after_pred(self):
+            seen.append(self.learn.pred.dtype)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "needs a CUDA GPU" warning at inference
+        preds, _ = learn.get_preds(act=lambda t: t, cbs=PredDtype())
+        learn.validate(cbs=PredDtype())
+    assert seen and set(seen) == {torch.float32}
+    model.eval()
+    with torch.no_grad():
+        expected = model(x[24:])
+    assert torch.equal(preds, expected)

@@ -135,3 +135,30 @@ def test_vocab_size_mismatch_is_reported():
     learn.dls.vocab = ["a", "b"]
     with pytest.raises(ValueError, match="vocab has 2 classes but the predictions have 3"):
         ClassificationInterpretation.from_learner(learn)
+
+
+def test_binary_single_column_interpretation():
+    """Issue #12: one sigmoid probability per item (n, 1) gives a 2 x 2 confusion matrix."""
+    probs = torch.tensor([[0.1], [0.8], [0.6], [0.3], [0.9], [0.2], [0.7], [0.4]])
+    targs = torch.tensor([0, 1, 0, 1, 1, 0, 1, 0])
+    decoded = probs > 0.5
+    learn = FakeLearner(probs, targs.float(), decoded, torch.tensor(LOSSES), None)
+    interp = ClassificationInterpretation.from_learner(learn)
+    assert interp.vocab == ["0", "1"]
+    # actual 0: predicted 0,1,0,0 ; actual 1: predicted 1,0,1,1
+    assert interp.confusion_matrix().tolist() == [[3, 1], [1, 3]]
+    assert interp.most_confused() == [("0", "1", 1), ("1", "0", 1)]
+    assert "precision" in interp.classification_report()
+    interp.plot_confusion_matrix()
+    named = ClassificationInterpretation.from_learner(
+        FakeLearner(probs.view(-1), targs, None, torch.tensor(LOSSES), ["cat", "dog"])
+    )
+    assert named.vocab == ["cat", "dog"] and named.confusion_matrix().tolist() == [[3, 1], [1, 3]]
+
+
+def test_most_confused_min_val_zero_lists_zero_counts():
+    """Issue #12 (fastai parity): min_val=0 lists every off-diagonal pair, zeros included."""
+    interp = ClassificationInterpretation.from_learner(single_label())
+    cells = interp.most_confused(min_val=0)
+    assert len(cells) == 6 and all(a != p for a, p, _ in cells)
+    assert ("b", "c", 0) in cells and cells[-1][2] == 0

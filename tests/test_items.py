@@ -273,6 +273,9 @@ def test_grandparent_splitter(train_valid_folder):
     items = ["r/train/a/x.jpg", "r/val/a/y.jpg", "r/test/a/z.jpg", "r/extra/a/w.jpg"]
     assert GrandparentSplitter(["train", "extra"], ["val", "test"])(items) == ([0, 3], [1, 2])
     assert GrandparentSplitter()(items) == ([0], [])  # neither name: dropped
+    # fastai's order (issue #12): the items of the first name, then those of the next, not sorted by position
+    mixed = ["r/valid/a/0.jpg", "r/train/a/1.jpg", "r/valid/b/2.jpg", "r/train/b/3.jpg", "r/test/a/4.jpg"]
+    assert GrandparentSplitter(train_name=("train", "valid"), valid_name="test")(mixed) == ([1, 3, 0, 2], [4])
 
 
 def test_func_mask_file_splitters(tmp_path):

@@ -470,3 +470,191 @@ def test_callback_assigning_a_learner_attribute_warns():
     with pytest.warns(UserWarning, match="shadows `learn.epoch`"):
         learn.fit(1, cbs=[Shadow()])
     assert learn.epoch == 0
+
+
+# ---- issue #12: nothing silently wrong --------------------------------------------------------------------
+def tensor_dls(n_train=24, n_valid=8, n_classes=3, bs=8, **kwargs):
+    from torch.utils.data import TensorDataset
+
+    from fastvision.data.load import DataLoaders
+
+    torch.manual_seed(0)
+    x, y = torch.randn(n_train + n_valid, 4), torch.randint(0, n_classes, (n_train + n_valid,))
+    return DataLoaders.from_dsets(
+        TensorDataset(x[:n_train], y[:n_train]), TensorDataset(x[n_train:], y[n_train:]), bs=bs, **kwargs
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"lr": float("nan")}, "lr=nan"),
+        ({"lr": float("inf")}, "lr=inf"),
+        ({"lr": -1e-3}, "lr=-0.001"),
+        ({"lr": "abc"}, "lr='abc'"),
+        ({"lr": slice(1e-4, float("nan"))}, "lr=slice"),
+        ({"lr": [1e-3, None]}, r"lr=\[0.001, None\]"),
+    ],
+)
+def test_fit_rejects_bad_lr_before_any_step(kwargs, match):
+    learn = small_learner()
+    before = [p.detach().clone() for p in learn.model.parameters()]
+    with pytest.raises(ValueError, match=match):
+        learn.fit(1, **kwargs)
+    assert all(torch.equal(a, b) for a, b in zip(before, learn.model.parameters()))
+    with pytest.raises(ValueError, match="lr_max=nan"):
+        learn.fit_one_cycle(1, float("nan"))
+    with pytest.raises(ValueError, match="base_lr=-1"):
+        learn.fine_tune(1, base_lr=-1)
+
+
+def test_fit_rejects_bad_n_epoch_and_constructor_lr():
+    learn = small_learner()
+    with pytest.raises(ValueError, match="n_epoch=-1 must be an int >= 0"):
+        learn.fit(-1)
+    with pytest.raises(ValueError, match="n_epoch=1.5"):
+        learn.fit(1.5)
+    with pytest.raises(ValueError, match="lr=nan"):
+        small_learner(lr=float("nan"))
+    learn.lr = float("inf")
+    with pytest.raises(ValueError, match="learn.lr=inf"):
+        learn.fit(1)
+
+
+def test_bs_larger_than_training_set_with_drop_last_raises():
+    dls = tensor_dls(n_train=20, bs=64)
+    learn = Learner(dls, nn.Linear(4, 3), loss_func=nn.CrossEntropyLoss())
+    with pytest.raises(ValueError, match=r"20 training items with bs=64 and drop_last=True.*bs<=20"):
+        learn.fit(1)
+    with learn.no_logging():
+        Learner(
+            tensor_dls(n_train=20, bs=64, drop_last=False), nn.Linear(4, 3), loss_func=nn.CrossEntropyLoss()
+        ).fit(1)
+
+
+def test_single_class_vocab_warns():
+    x, y = torch.randn(16, 4), torch.zeros(16, dtype=torch.long)
+    dls = loaders(x, y, x[:8], y[:8], bs=8)
+    dls.vocab = ["cat"]
+    with pytest.warns(UserWarning, match=r"single class \(\['cat'\]\)"):
+        Learner(dls, nn.Linear(4, 1), loss_func=nn.CrossEntropyLoss())
+
+
+def test_softmax_output_with_cross_entropy_warns_once():
+    model = nn.Sequential(nn.Linear(4, 3), nn.Softmax(dim=1))
+    with pytest.warns(UserWarning, match="ends with Softmax.*expects raw logits") as rec:
+        learn = Learner(tensor_dls(), model, loss_func=nn.CrossEntropyLoss())
+        with learn.no_logging():
+            learn.fit(1)
+    assert len([w for w in rec if "raw logits" in str(w.message)]) == 1
+    with pytest.warns(UserWarning, match="ends with Sigmoid"):
+        Learner(tensor_dls(), nn.Sequential(nn.Linear(4, 1), nn.Sigmoid()), loss_func=nn.BCEWithLogitsLoss())
+
+
+def test_bce_with_logits_shape_mismatch_names_the_flat_loss():
+    x, y = torch.randn(16, 2), torch.randint(0, 2, (16,)).float()
+    learn = Learner(loaders(x, y, x[:8], y[:8], bs=8), nn.Linear(2, 1), loss_func=nn.BCEWithLogitsLoss())
+    with pytest.raises(
+        ValueError, match=r"shape \(8, 1\) and targets of shape \(8,\).*BCEWithLogitsLossFlat\(\)"
+    ):
+        learn.fit(1)
+
+
+def test_passed_recorder_replaces_the_default_one(capsys):
+    from fastvision.callback.recorder import Recorder
+
+    rec = Recorder(train_metrics=True)
+    learn = small_learner(cbs=rec, metrics=accuracy)
+    assert [type(c).__name__ for c in learn.cbs].count("Recorder") == 1 and learn.recorder is rec
+    learn.fit(1)
+    out = capsys.readouterr().out
+    assert (
+        out.count("train_accuracy") == 1 and len([ln for ln in out.splitlines() if ln.startswith("0 ")]) == 1
+    )
+    other = Recorder()
+    with learn.added_cbs(other):
+        assert learn.recorder is other and rec not in learn.cbs
+    assert learn.recorder is rec and [type(c).__name__ for c in learn.cbs].count("Recorder") == 1
+
+
+def test_callback_overriding_call_sees_every_event():
+    seen = []
+
+    class VerboseCallback(Callback):  # fastai's documented idiom
+        def __call__(self, event_name):
+            seen.append(event_name)
+            super().__call__(event_name)
+
+    learn = small_learner(cbs=VerboseCallback())
+    with learn.no_logging():
+        learn.fit(1)
+    assert seen[0] == "after_create" and seen[1] == "before_fit" and seen[-1] == "after_fit"
+    assert {"before_batch", "after_loss", "before_validate", "after_epoch"} <= set(seen)
+
+
+def test_predict_errors_are_short(tmp_path):
+    from fastvision.data.block import CategoryBlock, DataBlock, ImageBlock
+    from fastvision.data.items import get_image_files, parent_label
+    from fastvision.testing import make_image_folder
+    from fastvision.vision.resize import Resize
+
+    path = make_image_folder(tmp_path / "img", n_per_class=3, layout="parent")
+    dblock = DataBlock(
+        blocks=(ImageBlock, CategoryBlock), get_items=get_image_files, get_y=parent_label, item_tfms=Resize(8)
+    )
+    dls = dblock.dataloaders(path, bs=2, num_workers=0)
+    learn = Learner(
+        dls, nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2)), loss_func=nn.CrossEntropyLoss()
+    )
+    upload = b"\x00\x01" * (2**20)  # 2 MB that is not an image
+    with pytest.raises(Exception) as info:
+        learn.predict(upload)
+    assert len(str(info.value)) < 1000 and "\\x00\\x01\\x00" not in str(info.value)
+    with pytest.raises(Exception) as info:
+        learn.predict("hello")
+    msg = str(info.value)
+    assert len(msg) < 500 and msg.count("hello") == 1
+
+
+def test_predict_cuts_an_error_that_repeats_the_item():
+    """Issue #13: an error quoting the item's repr (a 9 MB upload) is cut to a short message naming its type/size."""
+
+    class ReprDLs(DLs):
+        def test_dl(self, items):
+            raise ValueError(f"cannot process {items[0]!r}")
+
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    base = loaders(x, y, x[:8], y[:8], bs=8)
+    learn = Learner(ReprDLs(base.train, base.valid), nn.Linear(4, 3), loss_func=nn.CrossEntropyLoss())
+    with pytest.raises(ValueError, match=r"predict could not process a bytes object of 9.0 MB") as info:
+        learn.predict(b"\x89PNG" + b"\x00" * (9 * 2**20 - 4))
+    assert len(str(info.value)) < 1000 and info.value.__cause__ is None
+    with pytest.raises(
+        ValueError, match=r"^cannot process 'hello'$"
+    ):  # short messages pass through untouched
+        learn.predict("hello")
+
+
+def test_binary_single_logit_predict_and_accuracy():
+    """Issue #12.2: a one-output BCE classifier gets its class name from a 2-entry vocab and a true accuracy."""
+    from fastvision.losses import BCEWithLogitsLossFlat
+
+    torch.manual_seed(0)
+    x = torch.randn(32, 2)
+    y = (x[:, 0] > 0).long()
+    learn = Learner(
+        loaders(x, y, x[:16], y[:16], bs=8),
+        nn.Linear(2, 1),
+        loss_func=BCEWithLogitsLossFlat(),
+        metrics=accuracy,
+    )
+    learn.dls.vocab = ["neg", "pos"]
+    with learn.no_logging():
+        learn.fit(3, lr=0.1)
+    with torch.no_grad():
+        logits = learn.model.eval()(x[:16])
+    assert learn.validate()[1] == pytest.approx(((logits[:, 0] > 0).long() == y[:16]).float().mean().item())
+    item = torch.tensor([3.0, 0.0])
+    label, dec, prob = learn.predict(item)
+    with torch.no_grad():
+        assert label == ("pos" if float(learn.model(item[None])) > 0 else "neg")

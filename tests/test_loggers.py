@@ -247,3 +247,56 @@ def test_fit_gradient_clip_and_short_epoch(tmp_path):
     learn = regression_learner(tmp_path, bs=4)
     learn.fit(1, lr=0.1, cbs=[GradientClip(0.01), ShortEpochCallback(pct=0.25)])
     assert learn.train_iter == 2  # 2 of 8 batches
+
+
+class FakeWriter:
+    """Stands in for SummaryWriter: records (tag, value, step); the instances are kept in `made`."""
+
+    made: list = []
+
+    def __init__(self, log_dir=None):
+        self.scalars = []
+        FakeWriter.made.append(self)
+
+    def add_scalar(self, tag, value, step):
+        self.scalars.append((tag, float(value), step))
+
+    def add_graph(self, model, inputs):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_tensorboard_logs_losses_metrics_and_lr_in_a_fit(monkeypatch):
+    """Issue #12: scalars are the losses, the metrics (training ones too) and each group's lr, not `group_0`/`eps_0`."""
+    import types
+
+    from torch.utils.data import TensorDataset
+
+    from fastvision.callback.recorder import Recorder
+    from fastvision.data.load import DataLoaders
+    from fastvision.learner import Learner
+    from fastvision.metrics import accuracy
+
+    monkeypatch.setitem(
+        sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=FakeWriter)
+    )
+    FakeWriter.made = []
+    torch.manual_seed(0)
+    x, y = torch.randn(24, 4), torch.randint(0, 2, (24,))
+    dls = DataLoaders.from_dsets(TensorDataset(x[:16], y[:16]), TensorDataset(x[16:], y[16:]), bs=8)
+    cbs = [Recorder(train_metrics=True), TensorBoardCallback(log_every=1)]
+    learn = Learner(dls, nn.Linear(4, 2), loss_func=nn.CrossEntropyLoss(), metrics=accuracy, cbs=cbs)
+    with learn.no_logging():
+        learn.fit(1, lr=0.01)
+    scalars = FakeWriter.made[0].scalars
+    assert {t for t, _, _ in scalars} == {
+        "train_loss",
+        "lr_0",
+        "mom_0",
+        "train_accuracy",
+        "valid_loss",
+        "valid_accuracy",
+    }
+    assert [v for t, v, _ in scalars if t == "lr_0"] == [0.01, 0.01]

@@ -212,3 +212,39 @@ def test_skm_to_fastai_passes_numpy_targets_first():
     assert run(m, [(one_hot_logits([0, 1, 2, 1]), torch.tensor([0, 1, 1, 1]))]) == pytest.approx(0.75)
     multi = skm_to_fastai(lambda t, p: float((t == p).mean()), thresh=0.5, flatten=False)
     assert run(multi, [(torch.tensor([[3.0, -3.0]]), torch.tensor([[1, 1]]))]) == pytest.approx(0.5)
+
+
+# ---- issue #12: binary (single-logit) predictions and nan --------------------------------------------------
+def test_accuracy_binary_single_logit_thresholds_at_zero():
+    logits = torch.tensor([-2.0, -0.5, 0.3, 1.5, 2.0, -1.0])
+    targ = torch.tensor([0, 1, 1, 1, 0, 0])
+    expected = ((logits > 0).long() == targ).float().mean()  # 4 of 6
+    assert accuracy(logits[:, None], targ) == pytest.approx(expected.item())  # (n, 1) logits
+    assert accuracy(logits, targ) == pytest.approx(expected.item())  # (n,) logits
+    assert accuracy(logits[:, None], targ.float()[:, None]) == pytest.approx(expected.item())  # BCE targets
+    assert error_rate(logits[:, None], targ) == pytest.approx(1 - expected.item())
+    probs = torch.sigmoid(logits)
+    assert accuracy(probs[:, None], targ, thresh=0.5) == pytest.approx(expected.item())
+
+
+def test_binary_precision_recall_with_single_logit():
+    logits = torch.tensor([[-2.0], [-0.5], [0.3], [1.5], [2.0], [-1.0]])
+    targ = torch.tensor([0, 1, 1, 1, 0, 0])
+    # predicted positive: items 2, 3, 4 -> tp 2, fp 1, fn 1
+    assert run(Precision(), [(logits, targ)]) == pytest.approx(2 / 3)
+    assert run(Recall(), [(logits, targ)]) == pytest.approx(2 / 3)
+    assert run(F1Score(), [(logits.view(-1), targ)]) == pytest.approx(2 / 3)
+
+
+def test_nan_predictions_count_as_wrong():
+    nan = torch.full((4, 3), float("nan"))
+    targ = torch.tensor([0, 0, 1, 2])
+    assert accuracy(nan, targ) == 0.0  # argmax of nan is 0: it used to score 1.0 on class-0 targets
+    assert error_rate(nan, targ) == 1.0
+    assert top_k_accuracy(nan, targ, k=2) == 0.0
+    assert accuracy(torch.full((4, 1), float("nan")), torch.zeros(4, dtype=torch.long)) == 0.0
+    assert accuracy_multi(torch.full((2, 3), float("nan")), torch.zeros(2, 3)) == 0.0
+    mixed = one_hot_logits([0, 0, 1, 2])
+    mixed[1] = float("nan")
+    assert accuracy(mixed, targ) == pytest.approx(0.75)
+    assert run(Precision(average="macro"), [(nan, targ)]) == 0.0

@@ -24,7 +24,8 @@ FAST = [
     ("mobilenet_v3_large", {}),
     ("efficientnet_b0", {}),
     ("squeezenet1_1", {}),
-    ("shufflenet_v2_x0_5", {}),  # not in the registry: automatic cut and split
+    ("shufflenet_v2_x0_5", {}),
+    ("mnasnet0_5", {}),  # not in the registry: automatic cut, fastai's default_split (2 groups)
     ("vit_b_16", {"image_size": 32}),
     ("tinyvgg", {}),
     ("resnet_small", {}),
@@ -55,7 +56,7 @@ def test_every_family_builds_and_runs(arch, kw):
         out = model(torch.rand(2, 3, 32, 32))
     assert out.shape == (2, 5)
     groups = arch_meta(arch)[1].split(model)
-    assert len(groups) == 3
+    assert len(groups) == (2 if arch == "mnasnet0_5" else 3)
     _check_groups(model, groups)
     assert model.arch_spec["arch"] == arch
 
@@ -143,7 +144,10 @@ def test_create_body_cuts():
     assert len(create_body(tvm.resnet18(), cut=-2)) == 8
     assert len(create_body(tvm.resnet18())) == 8  # automatic: before avgpool
     assert isinstance(create_body(tvm.resnet18(), cut=lambda m: m.layer1), nn.Sequential)
-    assert len(create_body(TinyVGG())) == 2  # no global pooling: drop the last child
+    # fastai's rule: cut before the last child holding any pooling layer (TinyVGG's block2 has a MaxPool2d)
+    assert len(create_body(TinyVGG())) == 1
+    no_pool = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4, 2))
+    assert len(create_body(no_pool)) == 3  # no pooling at all: drop the last child
     with pytest.raises(TypeError, match="cut must be"):
         create_body(tvm.resnet18(), cut="layer4")
 
@@ -166,6 +170,40 @@ def test_tinyvgg_and_resnet_small_work_directly():
     assert net.init_kwargs["widths"] == [8, 16]
     groups = default_split(net)
     _check_groups(net, groups)
+
+
+def test_create_body_counts_any_pooling_layer():
+    """Issue #12 (fastai parity): the automatic cut counts max/avg pooling, not only adaptive pooling."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+            self.pool = nn.AvgPool2d(2)
+            self.head = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+
+    body = create_body(Net())
+    assert len(body) == 1 and isinstance(body[0][0], nn.Conv2d)
+
+
+def test_default_split_is_fastais_body_head():
+    """Issue #12 (fastai parity): default_split gives 2 groups, body then head, for unregistered archs."""
+
+    def my_net():
+        return nn.Sequential(
+            nn.Conv2d(3, 4, 3),
+            nn.BatchNorm2d(4),
+            nn.ReLU(),
+            nn.Conv2d(4, 8, 3),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(8, 2),
+        )
+
+    model = create_vision_model(my_net, 3, pretrained=False)
+    groups = arch_meta(my_net)[1].split(model)
+    assert [len(g) for g in groups] == [len(list(model[0].parameters())), len(list(model[1].parameters()))]
+    _check_groups(model, groups)
 
 
 def test_arch_meta_lookup():

@@ -168,6 +168,31 @@ def test_validate_keeps_history_and_plots(tmp_path):
     assert learn.recorder.plot_sched() is not None
     learn.lr_find(num_it=10)  # plots with suggestion markers
     assert learn.recorder.plot_lr_find() is not None
-    learn.fit(1)
-    with pytest.raises(ValueError, match="run `fit_one_cycle`"):
-        learn.recorder.plot_sched()
+    learn.fit(1)  # no schedule: plot_sched plots the recorded lrs (issue #12)
+    fig = learn.recorder.plot_sched()
+    assert list(fig.axes[0].lines[0].get_ydata()) == learn.recorder.lrs
+    with pytest.raises(ValueError, match=r"\['mom'\] not recorded"):
+        learn.recorder.plot_sched(keys=["mom"])
+
+
+def test_plot_sched_after_fit_with_reduce_lr_on_plateau():
+    """Issue #12: plot_sched after a plain fit with ReduceLROnPlateau plots the lrs it set."""
+    from fastvision.callback.tracker import ReduceLROnPlateau
+
+    learn = make_learner()
+    with learn.no_logging():
+        learn.fit(
+            3, lr=1e-2, cbs=ReduceLROnPlateau(monitor="train_loss", comp=lambda a, b: False, patience=1)
+        )
+    fig = learn.recorder.plot_sched()
+    lrs = list(fig.axes[0].lines[0].get_ydata())
+    assert lrs[0] == pytest.approx(1e-2) and lrs[-1] < lrs[0]
+
+
+def test_lr_find_rows_hold_only_the_train_loss():
+    """Issue #12 (fastai parity): the cancelled validation phase of lr_find adds no column to the rows."""
+    learn = make_learner()
+    n = len(learn.dls.train)
+    learn.lr_find(num_it=2 * n + 1, show_plot=False, stop_div=False)
+    assert len(learn.recorder.values) == 2
+    assert all(len(row) == 1 for row in learn.recorder.values)

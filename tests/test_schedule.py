@@ -287,3 +287,63 @@ def test_lr_find_plot_runs():
     learn = make_learner()
     sugg = learn.lr_find(num_it=20, suggest_funcs=(valley, slide, minimum, steep))
     assert sugg._fields == ("valley", "slide", "minimum", "steep")
+
+
+# ---- issue #12 ------------------------------------------------------------------------------------------------
+def test_lr_find_then_fit_gives_the_same_weights_as_fit_alone():
+    """lr_find restores the seeded training loader's shuffle state (`dls.train.state_dict()`), issue #12.4."""
+    from fastvision.data.load import DataLoaders
+
+    def run(with_finder):
+        g = torch.Generator().manual_seed(1)
+        x, y = torch.randn(48, 4, generator=g), torch.randint(0, 3, (48,), generator=g)
+        dls = DataLoaders.from_dsets(
+            TensorDataset(x[:40], y[:40]), TensorDataset(x[40:], y[40:]), bs=8, seed=3
+        )
+        torch.manual_seed(0)
+        learn = Learner(dls, three_group_model(), loss_func=nn.CrossEntropyLoss())
+        with learn.no_logging():
+            if with_finder:
+                learn.lr_find(num_it=7, show_plot=False)
+            learn.fit(2, lr=1e-2)
+        return [p.detach().clone() for p in learn.model.parameters()]
+
+    assert all(torch.equal(a, b) for a, b in zip(run(True), run(False)))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"start_lr": 0}, "start_lr=0 must be finite and > 0"),
+        ({"start_lr": -1e-5}, "start_lr=-1e-05"),
+        ({"start_lr": float("nan")}, "start_lr=nan"),
+        ({"start_lr": 1.0, "end_lr": 1.0}, "end_lr=1.0 must be finite and greater than start_lr=1.0"),
+        ({"end_lr": float("inf")}, "end_lr=inf"),
+        ({"num_it": 0}, "num_it=0 must be an int >= 1"),
+        ({"start_lr": "abc"}, "lr_find needs numbers"),
+    ],
+)
+def test_lr_find_rejects_bad_arguments_before_any_step(kwargs, match):
+    learn = make_learner()
+    w0 = learn.model[0].weight.detach().clone()
+    with pytest.raises(ValueError, match=match):
+        learn.lr_find(show_plot=False, **kwargs)
+    assert torch.equal(learn.model[0].weight, w0) and len(learn.recorder.lrs) == 0
+
+
+def test_lr_find_diverging_from_the_first_step_suggests_nothing():
+    class Diverging(nn.Module):
+        """A loss that grows with every call, whatever the lr: the curve never goes down."""
+
+        def __init__(self):
+            super().__init__()
+            self.lin, self.calls = nn.Linear(4, 3), 0
+
+        def forward(self, x):
+            self.calls += 1
+            return self.lin(x) * 10.0**self.calls
+
+    learn = make_learner(model=Diverging())
+    with pytest.warns(UserWarning, match="diverged from the first step"):
+        sugg = learn.lr_find(num_it=20, show_plot=False)
+    assert math.isnan(sugg.valley)

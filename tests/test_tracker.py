@@ -378,3 +378,67 @@ def test_nested_validate_does_not_disturb_trackers(tmp_path):
     assert sm.saved and sm.best_epoch is not None and es.wait == 2 - es.best_epoch
     assert len(csv.read_log()) == 3
     assert learn.autocast is contextlib.nullcontext
+
+
+# ---------------------------------------------------------------------------- issue #12
+def test_nan_stop_says_the_weights_are_gone(tmp_path):
+    learn = tiny_learner(tmp_path, model=NaNAfter(6), metrics=())
+    with pytest.warns(
+        RuntimeWarning, match=r"weights are now nan/inf.*reload a checkpoint \(learn.load\(name\)\)"
+    ):
+        learn.fit(5, lr=0.02)
+    assert not all(torch.isfinite(p).all() for p in learn.model.parameters())
+
+
+def test_nan_stop_restores_the_saved_model(tmp_path):
+    learn = tiny_learner(tmp_path, model=NaNAfter(6), metrics=())
+    sm = SaveModelCallback(fname="best")
+    with pytest.warns(
+        RuntimeWarning, match=r"SaveModelCallback \(the model saved at epoch 0 as 'best'\) loads"
+    ):
+        learn.fit(5, lr=0.02, cbs=sm)
+    assert all(torch.isfinite(p).all() for p in learn.model.parameters())  # epoch 0's weights are back
+    saved = torch.load(tmp_path / "models" / "best.pth", weights_only=True)
+    saved = saved.get("model", saved)
+    assert all(torch.equal(v, learn.model.state_dict()[k]) for k, v in saved.items())
+
+
+@pytest.mark.filterwarnings("ignore:Loss became nan")
+def test_save_model_at_end_does_not_save_nan_weights(tmp_path):
+    learn = tiny_learner(tmp_path, model=NaNAfter(6), metrics=())
+    with pytest.warns(RuntimeWarning, match=r"at_end=True\) did not save 'last'"):
+        learn.fit(5, lr=0.02, cbs=SaveModelCallback(fname="last", at_end=True))
+    saved = torch.load(tmp_path / "models" / "last.pth", weights_only=True)  # epoch 0's, finite
+    saved = saved.get("model", saved)
+    assert all(torch.isfinite(v).all() for v in saved.values())
+
+
+def test_save_model_and_early_stopping_on_different_monitors_warn(tmp_path):
+    learn = tiny_learner(tmp_path)
+    cbs = [
+        SaveModelCallback(monitor="accuracy"),
+        EarlyStoppingCallback(patience=5, restore_best_weights=True),
+    ]
+    with pytest.warns(
+        UserWarning, match=r"ends with the best 'valid_loss' epoch, not the best 'accuracy' one"
+    ):
+        with learn.no_logging():
+            learn.fit(1, lr=0.1, cbs=cbs)
+    same = [SaveModelCallback(), EarlyStoppingCallback(patience=5, restore_best_weights=True)]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with learn.no_logging():
+            learn.fit(1, lr=0.1, cbs=same)
+
+
+def test_status_messages_go_through_the_logger(tmp_path, capsys):
+    learn = tiny_learner(tmp_path)
+    cbs = [SaveModelCallback(), ReduceLROnPlateau(min_delta=100.0, patience=1)]
+    with learn.no_logging():
+        learn.fit(2, lr=0.1, cbs=cbs)
+    assert capsys.readouterr().out == ""  # silenced with the table
+    learn.fit(2, lr=0.1, cbs=[SaveModelCallback(), ReduceLROnPlateau(min_delta=100.0, patience=1)])
+    out = capsys.readouterr().out
+    assert "Better model found at epoch 0" in out and "Epoch 1: reducing lr to" in out

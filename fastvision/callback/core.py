@@ -340,6 +340,8 @@ def _wrap_error(e: Exception, cb: Callback, event: str) -> Exception:
 
 
 def _implements(cb: Callback, event: str) -> bool:
+    if type(cb).__call__ is not Callback.__call__:  # fastai's `VerboseCallback` idiom: it sees every event
+        return True
     return getattr(type(cb), event, None) is not getattr(Callback, event) or event in vars(cb)
 
 
@@ -353,12 +355,15 @@ class CallbackHost:
     """The callback half of `Learner`: keep callbacks sorted by `order`, fire events, add and remove them.
 
     Each callback is stored as an attribute under `cb.name` (`learn.recorder`). Firing an event calls
-    only the callbacks that override it. A non-cancel exception from a callback is re-raised, same
+    only the callbacks that override it (a callback that overrides `__call__` is called for every
+    event). A callback of a class in `unique_cbs` replaces the one of the same class already there
+    (for the block only, with `added_cbs`). A non-cancel exception from a callback is re-raised, same
     type when possible, with "Exception occurred in `<Cb>` when calling event `<event>`" and the
     original chained as its cause; `Cancel*Exception`s pass through untouched.
     """
 
     cbs: list[Callback]
+    unique_cbs: tuple[type[Callback], ...] = ()
 
     def _init_callbacks(self) -> None:
         self.cbs = []
@@ -376,11 +381,19 @@ class CallbackHost:
                 f"Callback {type(cb).__name__} would be stored as `learn.{cb.name}`, which is a Learner "
                 "attribute; rename the callback class."
             )
+        self.remove_cbs(self._displaced_by(cb))
         cb.learn = self
         setattr(self, cb.name, cb)
         self.cbs.append(cb)
         self._sort_cbs()
         return self
+
+    def _displaced_by(self, cb: Callback) -> list[Callback]:
+        """The callbacks `cb` replaces: those of its class when that class is in `unique_cbs`."""
+        unique = next((u for u in self.unique_cbs if isinstance(cb, u)), None)
+        if unique is None:
+            return []
+        return [c for c in self.cbs if isinstance(c, unique) and c is not cb]
 
     def add_cbs(self, cbs: Any) -> Any:
         """Add several callbacks."""
@@ -410,11 +423,13 @@ class CallbackHost:
     def added_cbs(self, cbs: Any) -> Iterator[Any]:
         """Add `cbs` for the duration of the block."""
         cbs = [c() if isinstance(c, type) else c for c in _listify(cbs)]
+        displaced = [d for c in cbs for d in self._displaced_by(c)]
         self.add_cbs(cbs)
         try:
             yield self
         finally:
             self.remove_cbs(cbs)
+            self.add_cbs([d for d in displaced if d not in self.cbs])
 
     @contextlib.contextmanager
     def removed_cbs(self, cbs: Any) -> Iterator[Any]:

@@ -5,7 +5,8 @@
 `torch.amp.GradScaler`, or None) in `before_fit`, and the learner's loop enters the context around
 the forward pass and the loss and steps through the scaler. Both are restored in `after_fit`, so
 `get_preds`, `predict` and `export` after training run in float32. Autocast never changes the
-parameters' dtype: the weights stay float32 throughout.
+parameters' dtype: the weights stay float32 throughout. `validate`, `get_preds` and `predict` (which fire
+`before_fit`/`after_fit` too) always run in float32.
 
 Device choice, made on the device the model's parameters are on when fit starts:
 - CUDA, 'fp16': float16 autocast with a `GradScaler('cuda')` (dynamic loss scaling).
@@ -102,9 +103,16 @@ class MixedPrecision(Callback):
         return kind, torch.float16 if fp16 else torch.bfloat16, fp16
 
     def before_fit(self) -> None:
-        """Set `learn.autocast` and `learn.scaler` for the model's device, keeping the old ones."""
+        """Set `learn.autocast` and `learn.scaler` for the model's device, keeping the old ones.
+
+        Only a training run (`learn.mode == 'fit'`, which `lr_find` is too) gets autocast: `validate`,
+        `get_preds` and `predict` run in float32 (nested in a fit too), like the exported model.
+        """
         learn = self.learn
         self._old.append((getattr(learn, "autocast", contextlib.nullcontext), getattr(learn, "scaler", None)))
+        if getattr(learn, "mode", "fit") not in (None, "fit"):
+            learn.autocast, learn.scaler = contextlib.nullcontext, None
+            return
         device_type, self.dtype, use_scaler = self._choose(_model_device(learn))
         if use_scaler and (self.scaler is None or self.device_type != device_type):
             try:

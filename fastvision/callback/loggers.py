@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..optimizer import get_hyper
 from .core import Callback, CancelBatchException, CancelTrainException, CancelValidException
 from .tracker import _fitting, last_record
 
@@ -129,7 +130,12 @@ class CSVLogger(Callback):
 
 
 class TensorBoardCallback(Callback):
-    """Log the smoothed training loss, the hyper-parameters and each epoch's validation values to TensorBoard.
+    """Log the smoothed training loss and the lr (and momentum) of each parameter group per batch, and every
+    recorded value of each epoch (valid loss, metrics, training metrics) to TensorBoard.
+
+    Scalars: `train_loss`, `lr_<group>`, `mom_<group>` (every `log_every` training batches) and the
+    recorder's columns (`valid_loss`, `accuracy`, `train_accuracy`, ...) at each epoch end, all against
+    the number of training batches done.
 
     Needs the `tensorboard` package (`pip install tensorboard`). Only rank 0 writes when
     `torch.distributed` is initialised.
@@ -168,7 +174,7 @@ class TensorBoardCallback(Callback):
         self._traced = not self.trace_model
 
     def after_batch(self) -> None:
-        """Log the smoothed loss and every group's hyper-parameters every `log_every` batches."""
+        """Log the smoothed loss and each parameter group's lr and momentum every `log_every` batches."""
         if self.writer is None or not _fitting(self.learn):
             return
         step = self.learn.train_iter
@@ -178,13 +184,13 @@ class TensorBoardCallback(Callback):
         if step % self.log_every:
             return
         self.writer.add_scalar("train_loss", float(self.learn.smooth_loss), step)
-        for i, group in enumerate(self.learn.opt.param_groups):
-            for name, value in group.items():
+        for name in ("lr", "mom"):
+            for i, value in enumerate(get_hyper(self.learn.opt, name)):
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     self.writer.add_scalar(f"{name}_{i}", value, step)
 
     def after_epoch(self) -> None:
-        """Log the epoch's recorded values except the training loss."""
+        """Log the epoch's recorded values (the training loss is logged per batch)."""
         if self.writer is None or not _fitting(self.learn):
             return
         for name, value in last_record(self.learn.recorder).items():

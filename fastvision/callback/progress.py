@@ -136,12 +136,20 @@ class ProgressCallback(Callback):
             self.learn.logger = self._old_logger
             del self._old_logger
 
-    def _write_stats(self, log: list[Any]) -> None:
-        if self.mbar is not None and self._mcls.__name__.startswith("NB"):
+    def _write_stats(self, log: list[Any] | str) -> None:
+        """Write a table row (a list) or a status message (a string, e.g. from `ReduceLROnPlateau`)."""
+        nb = self.mbar is not None and self._mcls.__name__.startswith("NB")
+        if isinstance(log, str):
+            if nb:
+                self.mbar.write(log)
+                return
+            line = log
+        elif nb:
             self.mbar.write([f"{v:.6f}" if isinstance(v, float) else str(v) for v in log], table=True)
             return
-        line, widths = format_row(log, self._widths)
-        self._widths = self._widths or widths
+        else:
+            line, widths = format_row(log, self._widths)
+            self._widths = self._widths or widths
         if self.mbar is not None:  # clear the bar line first
             print("\r" + " " * 100 + "\r", end="")
         print(line, flush=True)

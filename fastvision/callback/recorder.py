@@ -146,6 +146,7 @@ class Recorder(Callback):
         self.start_epoch = time.perf_counter()
         self.log = [getattr(self.learn, "epoch", 0)]
         self._has_values = False
+        self._valid_cancelled = False
 
     def before_train(self) -> None:
         """Reset the training metrics (not the smoothed loss: it runs across epochs)."""
@@ -181,13 +182,19 @@ class Recorder(Callback):
             for m in self._valid_mets:
                 m.accumulate(learn)
 
+    def after_cancel_validate(self) -> None:
+        """Note the cancel: a validation phase cancelled before its first batch (`lr_find`) adds no columns."""
+        self._valid_cancelled = True
+
     def after_train(self) -> None:
         """Read the training columns (one host read)."""
         self.log += [_to_float(m.value) for m in self._train_mets]
         self._has_values = True
 
     def after_validate(self) -> None:
-        """Read the validation columns."""
+        """Read the validation columns (none when the phase was cancelled before any batch, as fastai)."""
+        if getattr(self, "_valid_cancelled", False) and not self.loss.count:
+            return
         self.log += [_to_float(m.value) for m in self._valid_mets]
         self._has_values = True
 
@@ -241,17 +248,23 @@ class Recorder(Callback):
     def plot_sched(
         self, keys: Sequence[str] | None = None, figsize: tuple[float, float] | None = None
     ) -> Any:
-        """Plot the scheduled hyper-parameters recorded by the last `ParamScheduler` (`hps`)."""
+        """Plot the scheduled hyper-parameters recorded by the last `ParamScheduler` (`hps`).
+
+        After a fit without a schedule (plain `fit`, maybe with `ReduceLROnPlateau`) it plots the lr
+        recorded at every training batch (`lrs`).
+        """
         import matplotlib.pyplot as plt
 
-        keys = list(self.hps) if keys is None else list(keys)
+        hps = self.hps or ({"lr": self.lrs} if self.lrs else {})
+        keys = list(hps) if keys is None else list(keys)
         if not keys:
-            raise ValueError(
-                "No scheduled hyper-parameters recorded; run `fit_one_cycle` (or another schedule) first."
-            )
+            raise ValueError("Nothing recorded to plot: run `fit` (or `fit_one_cycle`...) first.")
+        missing = [k for k in keys if k not in hps]
+        if missing:
+            raise ValueError(f"plot_sched: {missing} not recorded; recorded: {sorted(hps)}.")
         fig, axs = plt.subplots(len(keys), 1, figsize=figsize or (6, 3 * len(keys)), squeeze=False)
         for k, ax in zip(keys, axs[:, 0]):
-            ax.plot(self.hps[k])
+            ax.plot(hps[k])
             ax.set_ylabel(k)
         return fig
 

@@ -12,6 +12,7 @@ import bisect
 import copy
 import math
 import random
+import warnings
 from collections import namedtuple
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..checks import check_lr, check_n_epoch, check_train_batches
 from ..distributed import num_distrib
 from ..optimizer import get_hyper, set_hyper
 from .core import Callback, CancelFitException, CancelValidException, _listify
@@ -174,6 +176,8 @@ def _rng_state(learn: Any) -> dict[str, Any]:
         state["cuda"] = torch.cuda.get_rng_state_all()
     gens = [getattr(dl, "generator", None) for dl in (learn.dls.train, learn.dls.valid)]
     state["gens"] = [(g, g.get_state()) for g in gens if isinstance(g, torch.Generator)]
+    train = learn.dls.train  # fastvision loaders: the shuffle generator and the loader's private RNG
+    state["train_dl"] = (train, train.state_dict()) if hasattr(train, "state_dict") else None
     return state
 
 
@@ -185,6 +189,9 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
     for g, s in state["gens"]:
         g.set_state(s)
+    if state.get("train_dl") is not None:
+        dl, sd = state["train_dl"]
+        dl.load_state_dict(sd)
 
 
 class LRFinder(ParamScheduler):
@@ -203,10 +210,12 @@ class LRFinder(ParamScheduler):
     def __init__(
         self, start_lr: Any = 1e-7, end_lr: Any = 10, num_it: int = 100, stop_div: bool = True
     ) -> None:
+        _check_range(start_lr, end_lr, num_it)
         if isinstance(start_lr, (list, tuple)):
             start_lr, end_lr = np.array(start_lr, dtype=float), np.array(end_lr, dtype=float)
         super().__init__({"lr": SchedExp(start_lr, end_lr)})
         self.num_it, self.stop_div = max(num_it, 6), stop_div
+        self.diverged = False
 
     def before_fit(self) -> None:
         """Snapshot model, optimizer and RNG states."""
@@ -219,6 +228,7 @@ class LRFinder(ParamScheduler):
             "rng": _rng_state(learn),
         }
         self.best_loss = float("inf")
+        self.diverged = False
 
     def before_batch(self) -> None:
         """Set the lr for this iteration."""
@@ -230,10 +240,12 @@ class LRFinder(ParamScheduler):
         loss = float(self.learn.smooth_loss)
         if not math.isfinite(loss):
             if self.stop_div:
+                self.diverged = True
                 raise CancelFitException()
         elif loss < self.best_loss:
             self.best_loss = loss
         if self.stop_div and loss > 4 * self.best_loss:
+            self.diverged = True
             raise CancelFitException()
         if self.learn.train_iter >= self.num_it:
             raise CancelFitException()
@@ -254,6 +266,33 @@ class LRFinder(ParamScheduler):
         learn.opt.load_state_dict(saved["opt"])
         _set_rng_state(saved["rng"])
         del self._saved
+
+
+def _check_range(start_lr: Any, end_lr: Any, num_it: Any) -> None:
+    """Raise a `ValueError` naming the argument unless 0 < start_lr < end_lr (finite) and num_it >= 1."""
+    if isinstance(num_it, bool) or not isinstance(num_it, (int, np.integer)) or num_it < 1:
+        raise ValueError(
+            f"num_it={num_it!r} must be an int >= 1 (the number of batches to try), e.g. num_it=100."
+        )
+    try:
+        lo, hi = np.asarray(start_lr, dtype=float), np.asarray(end_lr, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"lr_find needs numbers (or one per parameter group): got start_lr={start_lr!r}, end_lr={end_lr!r}."
+        ) from None
+    if not np.isfinite(lo).all() or (lo <= 0).any():
+        raise ValueError(
+            f"start_lr={start_lr!r} must be finite and > 0 (the range is exponential), e.g. 1e-7."
+        )
+    try:
+        ordered = bool(np.isfinite(hi).all() and (hi > lo).all())
+    except ValueError:  # lists of different lengths
+        ordered = False
+    if not ordered:
+        raise ValueError(
+            f"end_lr={end_lr!r} must be finite and greater than start_lr={start_lr!r} (one value per group "
+            "when lists), e.g. end_lr=10."
+        )
 
 
 def _nearest_loss(lrs: np.ndarray, losses: np.ndarray, lr: float) -> float:
@@ -344,6 +383,14 @@ def _fname(f: Callable) -> str:
     return getattr(f, "__name__", type(f).__name__)
 
 
+def _never_improved(losses: Sequence[float]) -> bool:
+    """True when the finite start of the smoothed-loss curve is empty or lowest at its first point."""
+    losses_a = np.asarray(losses, dtype=float)
+    bad = np.flatnonzero(~np.isfinite(losses_a))
+    finite = losses_a[: bad[0]] if len(bad) else losses_a
+    return len(finite) == 0 or int(np.argmin(finite)) == 0
+
+
 def _group_lrs(opt: Any) -> Any:
     """The per-group lrs: a float when all groups agree (cheaper to schedule), else a numpy array."""
     lrs = get_hyper(opt, "lr")
@@ -351,8 +398,9 @@ def _group_lrs(opt: Any) -> Any:
 
 
 # The fit policies. `Learner` methods of the same names delegate here; their defaults live there only.
-def _set_lrs(learn: Any, lr: Any) -> Any:
+def _set_lrs(learn: Any, lr: Any, name: str = "lr_max") -> Any:
     """Spread `lr` (number, slice or list; None: `learn.lr`) over the groups and return the per-group lrs."""
+    check_lr(learn.lr if lr is None else lr, "learn.lr" if lr is None else name)
     if learn.opt is None:
         learn.create_opt()
     set_hyper(learn.opt, "lr", learn.lr if lr is None else lr)
@@ -390,7 +438,7 @@ def fit_flat_cos(
     reset_opt: bool, start_epoch: int,
 ) -> None:  # fmt: skip
     """Fit at a flat lr for `pct_start` of the batches, then cosine-anneal to `lr/div_final`."""
-    lr = _set_lrs(learn, lr)
+    lr = _set_lrs(learn, lr, "lr")
     _fit_scheduled(
         learn,
         n_epoch,
@@ -419,6 +467,9 @@ def fine_tune(
     **kwargs: Any,
 ) -> None:  # fmt: skip
     """Fine-tune a pretrained model: train the head frozen, then everything with discriminative lrs."""
+    check_lr(base_lr, "base_lr")
+    check_n_epoch(epochs, "epochs")
+    check_n_epoch(freeze_epochs, "freeze_epochs")
     learn.freeze()
     learn.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
     base_lr /= 2
@@ -433,10 +484,11 @@ def lr_find(
     """Run the lr range test (see `LRFinder`) and return the suggestions (`SuggestedLRs`)."""
     if getattr(learn, "recorder", None) is None:
         raise RuntimeError("lr_find reads the losses from `learn.recorder`; add a Recorder() callback.")
-    n_iter = len(learn.dls.train)
-    if n_iter == 0:
-        raise ValueError("lr_find needs at least one training batch; `dls.train` is empty.")
-    n_iter = max(1, n_iter // num_distrib())  # under DDP each process runs its shard of the batches
+    _check_range(start_lr, end_lr, num_it)
+    check_train_batches(learn.dls)
+    n_iter = max(
+        1, len(learn.dls.train) // num_distrib()
+    )  # under DDP each process runs its shard of the batches
     n_epoch = num_it // n_iter + 1
     finder = LRFinder(start_lr, end_lr, num_it, stop_div)
     with learn.no_logging():
@@ -445,6 +497,16 @@ def lr_find(
         return None
     funcs = [suggest_funcs] if callable(suggest_funcs) else list(suggest_funcs)
     rec = learn.recorder
+    if finder.diverged and _never_improved(rec.losses):
+        warnings.warn(
+            f"lr_find: the loss diverged from the first step (start_lr={start_lr}) and never went down, so there "
+            "is no learning rate to suggest (every field is nan). Check the model, the loss and the data (e.g. "
+            "targets matching the loss, normalised inputs), or pass a smaller start_lr.",
+            stacklevel=3,
+        )
+        if show_plot:
+            rec.plot_lr_find()
+        return SuggestedLRs([_fname(f) for f in funcs], [float("nan")] * len(funcs))
     sugg, points = suggest(rec.lrs, rec.losses, finder.num_it, funcs)
     if show_plot:
         rec.plot_lr_find(suggestions=sugg, points=points)

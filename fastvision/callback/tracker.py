@@ -44,6 +44,17 @@ def _lr(learn: Any) -> float:
     return float(learn.opt.param_groups[-1]["lr"])
 
 
+def _finite_weights(model: Any) -> bool:
+    """True when every floating-point parameter of `model` is finite (read once, when training stops)."""
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.is_floating_point())
+
+
+def _status(learn: Any, msg: str) -> None:
+    """Send a status line to `learn.logger` (the progress table; silenced by `learn.no_logging()`)."""
+    logger = getattr(learn, "logger", print)
+    logger(msg)
+
+
 def recorded_names(recorder: Any) -> list[str]:
     """Return the names of the values the recorder stores each epoch (metric_names minus epoch and time)."""
     return [n for n in recorder.metric_names if n not in _NOT_VALUES]
@@ -117,13 +128,37 @@ class TerminateOnNaNCallback(Callback):
         if self._bad is None or not bool(self._bad):
             return
         kind = "nan" if torch.isnan(self._val) else "inf"
-        self.message = (
-            f"Loss became {kind} at epoch {int(self._epoch)}, step {int(self._iter)} (lr {float(self._lr):.1e}): "
-            "training stopped. Lower the learning rate (try learn.lr_find()) or use gradient clipping "
-            "(GradientClip)."
+        msg = f"Loss became {kind} at epoch {int(self._epoch)}, step {int(self._iter)} (lr {float(self._lr):.1e}): training stopped."
+        if _finite_weights(self.learn.model):
+            msg += " The weights are still finite (check the inputs and targets for nan/inf)."
+        else:
+            restorer = self._restorer()
+            msg += " The model's weights are now nan/inf, so it is unusable as is: " + (
+                f"{restorer} loads the last finite weights back at the end of fit."
+                if restorer
+                else "reload a checkpoint (learn.load(name)) or re-create the model before using it, and add "
+                "SaveModelCallback() to keep the best finite weights automatically."
+            )
+        self.message = msg + (
+            " Lower the learning rate (try learn.lr_find()) or use gradient clipping (GradientClip)."
         )
         warnings.warn(self.message, RuntimeWarning, stacklevel=2)
         raise CancelFitException(self.message)
+
+    def _restorer(self) -> str | None:
+        """Name the callback that will load finite weights back in `after_fit`, if any."""
+        for cb in getattr(self.learn, "cbs", ()):
+            if isinstance(cb, SaveModelCallback) and cb.saved and not cb.every_epoch and not cb.at_end:
+                return f"SaveModelCallback (the model saved at epoch {cb.best_epoch} as {cb.fname!r})"
+            if (
+                isinstance(cb, EarlyStoppingCallback)
+                and cb.restore_best_weights
+                and cb.best_state is not None
+            ):
+                return (
+                    f"EarlyStoppingCallback(restore_best_weights=True) (the weights of epoch {cb.best_epoch})"
+                )
+        return None
 
 
 class TrackerCallback(Callback):
@@ -245,14 +280,24 @@ class SaveModelCallback(TrackerCallback):
             if self.learn.epoch % int(self.every_epoch) == 0:
                 self.learn.save(f"{self.fname}_{self.learn.epoch}", with_opt=self.with_opt)
         elif self.new_best:
-            print(f"Better model found at epoch {self.learn.epoch} with {self.monitor} value: {self.best}.")
+            _status(
+                self.learn,
+                f"Better model found at epoch {self.learn.epoch} with {self.monitor} value: {self.best}.",
+            )
             self.learn.save(self.fname, with_opt=self.with_opt)
             self.saved = True
 
     def after_fit(self) -> None:
         """Save (`at_end`) or reload the best saved model."""
         if self._live():
-            if self.at_end:
+            if self.at_end and not _finite_weights(self.learn.model):
+                warnings.warn(
+                    f"SaveModelCallback(at_end=True) did not save {self.fname!r}: the weights are nan/inf "
+                    "(training diverged). The previous file, if any, is kept.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            elif self.at_end:
                 self.learn.save(self.fname, with_opt=self.with_opt)
             elif not self.every_epoch and self.saved:
                 self.learn.load(self.fname, with_opt=self.with_opt)
@@ -327,7 +372,7 @@ class ReduceLROnPlateau(TrackerCallback):
         self.scale /= self.factor
         self._written = [g["lr"] for g in groups]
         if groups[-1]["lr"] < old:
-            print(f"Epoch {self.learn.epoch}: reducing lr to {groups[-1]['lr']}")
+            _status(self.learn, f"Epoch {self.learn.epoch}: reducing lr to {groups[-1]['lr']}")
 
 
 class EarlyStoppingCallback(TrackerCallback):
@@ -358,12 +403,29 @@ class EarlyStoppingCallback(TrackerCallback):
         self.best_state: dict[str, torch.Tensor] | None = None
 
     def before_fit(self) -> None:
-        """As `TrackerCallback`; also reset the wait count and the kept weights."""
+        """As `TrackerCallback`; also reset the wait count and the kept weights, and warn about a
+        `SaveModelCallback` that restores a different monitor's best (this callback loads last, so wins)."""
         super().before_fit()
         if _fitting(self.learn):
             self.wait = 0
             if self.reset_on_fit:
                 self.best_state = None
+            if self.restore_best_weights:
+                self._warn_conflicts()
+
+    def _warn_conflicts(self) -> None:
+        for cb in self.learn.cbs:
+            restores = isinstance(cb, SaveModelCallback) and not cb.every_epoch and not cb.at_end
+            if restores and cb.monitor != self.monitor:
+                warnings.warn(
+                    f"SaveModelCallback(monitor={cb.monitor!r}) and EarlyStoppingCallback(monitor={self.monitor!r}, "
+                    "restore_best_weights=True) both load their best weights at the end of fit; "
+                    f"EarlyStoppingCallback runs last, so the model ends with the best {self.monitor!r} epoch, "
+                    f"not the best {cb.monitor!r} one saved in {cb.fname!r}. Use the same monitor for both, "
+                    "or drop restore_best_weights.",
+                    UserWarning,
+                    stacklevel=2,
+                )
 
     def after_epoch(self) -> None:
         """Keep the best weights if asked; raise `CancelFitException` after `patience` bad epochs."""
@@ -379,7 +441,7 @@ class EarlyStoppingCallback(TrackerCallback):
             return
         self.wait += 1
         if self.wait >= self.patience:
-            print(f"No improvement since epoch {self.learn.epoch - self.wait}: early stopping")
+            _status(self.learn, f"No improvement since epoch {self.learn.epoch - self.wait}: early stopping")
             raise CancelFitException()
 
     def after_fit(self) -> None:
@@ -387,5 +449,8 @@ class EarlyStoppingCallback(TrackerCallback):
         if self._live() and self.restore_best_weights and self.best_state is not None:
             self.learn.model.load_state_dict(self.best_state)
             if self.best_epoch != self.learn.epoch:
-                print(f"Restored the weights of epoch {self.best_epoch} ({self.monitor} {self.best}).")
+                _status(
+                    self.learn,
+                    f"Restored the weights of epoch {self.best_epoch} ({self.monitor} {self.best}).",
+                )
         super().after_fit()

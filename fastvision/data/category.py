@@ -24,11 +24,16 @@ class CategoryMap(list):
         col: the values (a list, or a pandas Series; a Categorical keeps its category order).
         sort: sort the unique values (default True).
         add_na: prepend '#na#' and map unknown values to 0 (default False).
+        strict: for a Categorical, keep only the categories that occur in `col` (in category order;
+            default False keeps them all). Plain values always give only those present.
     """
 
-    def __init__(self, col: Iterable[Any], sort: bool = True, add_na: bool = False):
+    def __init__(self, col: Iterable[Any], sort: bool = True, add_na: bool = False, strict: bool = False):
         if getattr(getattr(col, "dtype", None), "name", None) == "category":
             items = list(col.cat.categories)
+            if strict:
+                present = set(col.dropna().unique())
+                items = [o for o in items if o in present]
         else:
             items = list(dict.fromkeys(o for o in col if o == o))  # unique, first-seen order, NaN dropped
             if sort:
@@ -36,7 +41,7 @@ class CategoryMap(list):
         if add_na:
             items = ["#na#"] + [o for o in items if o != "#na#"]
         super().__init__(items)
-        self.sort, self.add_na = sort, add_na
+        self.sort, self.add_na, self.strict = sort, add_na, strict
         self.o2i: dict[Any, int] = {o: i for i, o in enumerate(items)}
 
     @property

@@ -393,7 +393,10 @@ class EndSplitter(_Callable):
 
 
 class GrandparentSplitter(_Callable):
-    """Split on the grandparent folder name (`path/train/cat/x.jpg`); other items are dropped."""
+    """Split on the grandparent folder name (`path/train/cat/x.jpg`); other items are dropped.
+
+    A list of names gives the items of the first name, then those of the next (fastai's order).
+    """
 
     def __init__(self, train_name: Names = "train", valid_name: Names = "valid"):
         self.train_name, self.valid_name = train_name, valid_name
@@ -401,8 +404,11 @@ class GrandparentSplitter(_Callable):
     def __call__(self, items: Iterable[PathLike]) -> Split:
         """Return `(train_idxs, valid_idxs)`."""
         gp = [Path(o).parent.parent.name for o in items]
-        tn, vn = set(_listify(self.train_name)), set(_listify(self.valid_name))
-        return [i for i, g in enumerate(gp) if g in tn], [i for i, g in enumerate(gp) if g in vn]
+
+        def idxs(names: Names) -> list[int]:  # grouped by name, in the order the names are given (fastai's)
+            return [i for n in dict.fromkeys(_listify(names)) for i, g in enumerate(gp) if g == n]
+
+        return idxs(self.train_name), idxs(self.valid_name)
 
 
 class FuncSplitter(_Callable):

@@ -8,6 +8,7 @@ parameters into groups for discriminative learning rates / freezing, and its nor
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -188,8 +189,9 @@ def _adapt_first_conv(model: nn.Module, n_in: int, pretrained: bool) -> None:
     setattr(parent, name, new)
 
 
-def _has_global_pool(m: nn.Module) -> bool:
-    return any(type(o).__name__.startswith("Adaptive") and "Pool" in type(o).__name__ for o in m.modules())
+def _has_pool(m: nn.Module) -> bool:
+    """True when `m` is or contains a pooling layer (class name ending in Pool1d/2d/3d, as fastai)."""
+    return any(re.search(r"Pool[123]d$", type(o).__name__) for o in m.modules())
 
 
 def create_body(
@@ -205,14 +207,15 @@ def create_body(
         n_in: input channels (3).
         pretrained: whether `model`'s first conv weights are worth adapting (True).
         cut: int -> keep `children[:cut]`; callable -> `cut(model)`; None -> cut before the last child
-            that contains an adaptive (global) pooling layer, or before the last child when none does.
+            that contains a pooling layer (any `*Pool1d/2d/3d`: max, average or adaptive, as fastai), or
+            before the last child when none does.
     """
     first = _first_conv(model)
     if first is not None and first[2].in_channels != n_in:
         _adapt_first_conv(model, n_in, pretrained)
     if cut is None:
         children = list(model.children())
-        pooled = [i for i, c in enumerate(children) if _has_global_pool(c)]
+        pooled = [i for i, c in enumerate(children) if _has_pool(c)]
         cut = pooled[-1] if pooled else len(children) - 1
     if isinstance(cut, int):
         return nn.Sequential(*list(model.children())[:cut])
@@ -384,7 +387,17 @@ def _body_head(model: nn.Module) -> tuple[nn.Module, list[nn.Module]]:
 
 
 def default_split(model: nn.Module) -> list[list[nn.Parameter]]:
-    """Split `Sequential(body, head)` into 3 groups: first half of the body, second half, head."""
+    """Split `Sequential(body, head)` into fastai's 2 groups: the body, then the head."""
+    body, head = _body_head(model)
+    return _groups(model, [body], head)
+
+
+def _halves_split(model: nn.Module) -> list[list[nn.Parameter]]:
+    """Split `Sequential(body, head)` into 3 groups: first half of the body, second half, head.
+
+    The split of the registered torchvision families fastai has no entry for (MobileNet, EfficientNet,
+    ConvNeXt, ShuffleNet), so that `fine_tune`'s discriminative lrs span three groups as for ResNets.
+    """
     body, head = _body_head(model)
     mods = list(body.children())
     while len(mods) < 4 and any(next(m.children(), None) is not None for m in mods):
@@ -450,7 +463,7 @@ class ArchMeta:
         return getattr(lighting, self.stats)
 
 
-def _tv(cut: int | Callable | None = None, split: Callable = default_split) -> dict[str, Any]:
+def _tv(cut: int | Callable | None = None, split: Callable = _halves_split) -> dict[str, Any]:
     return {"cut": cut, "split": split, "stats": "imagenet_stats", "source": "torchvision"}
 
 
@@ -463,6 +476,7 @@ for _names, _kw in [
     ("alexnet", _tv(-2, _split_at(6, inner=True))),
     ("squeezenet1_0 squeezenet1_1", _tv(-1, _split_at(5, inner=True))),
     ("mobilenet_v2", _tv(-1)),
+    ("shufflenet_v2_x0_5 shufflenet_v2_x1_0 shufflenet_v2_x1_5 shufflenet_v2_x2_0", _tv(-1)),
     ("mobilenet_v3_small mobilenet_v3_large efficientnet_v2_s efficientnet_v2_m efficientnet_v2_l "
      "convnext_tiny convnext_small convnext_base convnext_large "
      + " ".join(f"efficientnet_b{i}" for i in range(8)), _tv(-2)),
@@ -479,7 +493,7 @@ def arch_meta(arch: str | Callable) -> tuple[str, ArchMeta]:
     """Return `(name, meta)` for an architecture function or name; unknown ones get an automatic meta.
 
     Torchvision classification models missing from the registry get the automatic cut, `default_split`
-    and ImageNet stats.
+    (2 groups, as fastai) and ImageNet stats.
     """
     name = arch if isinstance(arch, str) else getattr(arch, "__name__", type(arch).__name__)
     key = name if name in model_meta else name.lower()
@@ -488,7 +502,7 @@ def arch_meta(arch: str | Callable) -> tuple[str, ArchMeta]:
         builder = meta.builder if isinstance(arch, str) else arch
         return key, ArchMeta(meta.cut, meta.split, meta.stats, meta.source, builder)
     if name in tvm.list_models(module=tvm) and (isinstance(arch, str) or arch is getattr(tvm, name, None)):
-        return name, ArchMeta(**_tv(), builder=tvm.get_model_builder(name))
+        return name, ArchMeta(**_tv(split=default_split), builder=tvm.get_model_builder(name))
     if isinstance(arch, str):
         raise ValueError(
             f"Unknown architecture name {arch!r}. Known names: {sorted(model_meta)[:8]}... "
