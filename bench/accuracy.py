@@ -5,7 +5,8 @@ Same data (the real Fashion-MNIST IDX files, test set as validation), same model
 fastai script), same batch size, same augmentation (flip, rotate 5, zoom 1.15, one `aug_transforms` call
 in each library), same optimiser settings (AdamW-style Adam, wd 0.05, one-cycle at the same lr_max),
 same rule for the epoch count: as many epochs as fit the budget at the per-batch time each library
-measures on its own first batches. fastai runs in `~/fastai-env` (see ../shared/BENCH.md).
+measures on its own first batches. fastai runs in `~/fastai-env`:
+`python -m venv ~/fastai-env && ~/fastai-env/bin/pip install torch==2.14.1 torchvision==0.29.1 fastai==2.8.12`.
 
     python bench/accuracy.py [--budget 540] [--lr 5.4e-3]
 """
@@ -80,7 +81,7 @@ def main() -> None:
           f"{time.time() - t:.0f} s in all)")  # fmt: skip
     fa = Path.home() / "fastai-env" / "bin" / "python"
     if not fa.exists():
-        print("fastai: ~/fastai-env missing; see ../shared/BENCH.md")
+        print("fastai: ~/fastai-env missing; see this script's docstring to create it")
         return
     out = subprocess.run([str(fa), "-c", FASTAI, str(a.budget), str(a.lr)], capture_output=True, text=True)
     if out.returncode != 0:

@@ -466,6 +466,28 @@ def aug_transforms(
 
     All geometry, including the `min_scale` random-resized crop and the final resize to `size`, is one
     `AffineGroup` that resamples once (fastai resamples twice when `min_scale < 1`).
+
+    Args:
+        mult: multiplies `max_rotate`, `max_lighting` and `max_warp` (1.0).
+        do_flip: a random horizontal flip with probability 0.5 (True).
+        flip_vert: with `do_flip`, one of the 8 dihedral symmetries instead of a horizontal flip (False).
+        max_rotate: largest rotation in degrees, drawn in [-max_rotate, max_rotate] (10.0).
+        min_zoom: smallest zoom factor (1.0).
+        max_zoom: largest zoom factor (1.1); no zoom when both are 1.
+        max_lighting: largest brightness and contrast change, in logit space (0.2); 0 turns lighting off.
+        max_warp: largest perspective warp of the four corners (0.2); 0 turns warping off.
+        p_affine: probability of each of warp, rotation and zoom, drawn per image (0.75).
+        p_lighting: probability of each of brightness and contrast, drawn per image (0.75).
+        xtra_tfms: transforms appended as they are, e.g. `[RandomErasing()]` (None).
+        size: output size, an int (square) or `(height, width)`; None keeps the input size. Required
+            when `min_scale < 1`.
+        mode: the interpolation of the single `grid_sample` ('bilinear').
+        pad_mode: what fills pixels a rotation or zoom-out uncovers: 'reflection', 'border' or 'zeros'
+            ('reflection').
+        align_corners: `grid_sample`'s corner convention (True, as fastai).
+        batch: draw one set of values for the whole batch instead of one per image (False).
+        min_scale: smallest fraction of the area kept by the square random-resized crop (1.0: no crop);
+            validation gets a centre crop.
     """
     max_rotate, max_lighting, max_warp = max_rotate * mult, max_lighting * mult, max_warp * mult
     if min_scale != 1 and size is None:
