@@ -83,8 +83,13 @@ class PendingBatch:
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> PendingBatch:
         """Move the canvas and geometry to `device`."""
+        canvas = (  # a batch still wholly encoded has a shape-only canvas: allocate it where it is decoded
+            torch.zeros(self.canvas.shape, dtype=self.canvas.dtype, device=device)
+            if self.canvas.is_meta
+            else self.canvas.to(device, non_blocking=non_blocking)
+        )
         return PendingBatch(
-            self.canvas.to(device, non_blocking=non_blocking),
+            canvas,
             self.hw.to(device, non_blocking=non_blocking),
             self.window.to(device, non_blocking=non_blocking),
             self.size,
@@ -95,7 +100,7 @@ class PendingBatch:
     def pin_memory(self) -> PendingBatch:
         """Pin the host tensors (called by torch's DataLoader when `pin_memory=True`)."""
         return PendingBatch(
-            self.canvas.pin_memory(),
+            self.canvas if self.canvas.is_meta else self.canvas.pin_memory(),
             self.hw.pin_memory(),
             self.window.pin_memory(),
             self.size,
@@ -118,7 +123,13 @@ def collate_pending(items: list[PendingImage]) -> PendingBatch:
         )
     extents = [p.extent for p in items]
     c, hmax, wmax = extents[0][0], max(e[1] for e in extents), max(e[2] for e in extents)
-    canvas = torch.zeros(len(items), c, hmax, wmax, dtype=torch.uint8)
+    shape = (len(items), c, hmax, wmax)
+    on_device = all(p.pixels is None for p in items)  # nothing to copy: the canvas is made on the device
+    canvas = (
+        torch.empty(shape, dtype=torch.uint8, device="meta")
+        if on_device
+        else torch.zeros(shape, dtype=torch.uint8)
+    )
     encoded = []
     for i, p in enumerate(items):
         if p.pixels is None:
@@ -136,7 +147,10 @@ def decode_pending(pb: PendingBatch) -> PendingBatch:
         return pb
     from .image import decode_encoded
 
+    canvas = pb.canvas
+    if canvas.is_meta:  # not moved to a device: decode on the CPU
+        canvas = torch.zeros(canvas.shape, dtype=canvas.dtype)
     rows = [i for i, _ in pb.encoded]
-    for i, t in zip(rows, decode_encoded([e for _, e in pb.encoded], pb.canvas.device)):
-        pb.canvas[i, :, : t.shape[1], : t.shape[2]] = t
-    return PendingBatch(pb.canvas, pb.hw, pb.window, pb.size, pb.pad_mode)
+    for i, t in zip(rows, decode_encoded([e for _, e in pb.encoded], canvas.device)):
+        canvas[i, :, : t.shape[1], : t.shape[2]] = t
+    return PendingBatch(canvas, pb.hw.to(canvas.device), pb.window.to(canvas.device), pb.size, pb.pad_mode)
