@@ -9,7 +9,7 @@ training epoch: listing the files, labelling, splitting, starting the workers an
 the epoch (wherever each library decodes it). **steady**: the median of the following epochs. Imports
 are outside the clock; the image files are in the OS page cache for both libraries (each runs several
 times). **peak memory**: the highest proportional set size (PSS, so pages shared between the main
-process and its workers count once) of the whole process tree, sampled every 50 ms from /proc.
+process and its workers count once) of the whole process tree, sampled every 250 ms from /proc.
 
 Each library runs in its own subprocess (fastai with `~/fastai-env/bin/python`, or `--fastai-python`),
 alternating, `--reps` times; figures are medians. Benchmarks print; they never fail.
@@ -44,8 +44,6 @@ if lib == "fastai":
     from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, RandomSplitter, RegexLabeller, using_attr, Resize, aug_transforms
 else:
     from fastvision.all import DataBlock, ImageBlock, CategoryBlock, RandomSplitter, RegexLabeller, using_attr, Resize, aug_transforms
-import torch
-torch.set_num_threads(1)
 
 def get_items(p):
     return sorted(Path(p).glob("*.jpg"))[:n]
@@ -94,7 +92,7 @@ def run(python: str, lib: str, a: argparse.Namespace, full: bool) -> dict | None
     def sample() -> None:
         while proc.poll() is None:
             peak[0] = max(peak[0], _pss_mb(proc.pid))
-            time.sleep(0.05)
+            time.sleep(0.25)
 
     th = threading.Thread(target=sample, daemon=True)
     th.start()

@@ -185,6 +185,8 @@ def predict(learn: Any, item: Any) -> tuple[Any, torch.Tensor, torch.Tensor]:
     if hasattr(dls, "test_dl"):
         try:
             dl = dls.test_dl([item])
+            if getattr(dl, "on_bad_image", "raise") == "skip":  # one item: skipping it leaves no answer
+                dl = dl.new(on_bad_image="raise")
             _, preds, _, dec = get_preds(learn, dl=dl, with_input=True, with_decoded=True)
         except Exception as e:
             if len(str(e)) <= _MAX_MESSAGE:

@@ -296,3 +296,24 @@ def test_decode_encoded_orients_like_pil_and_falls_back_to_pil(oriented_pets):
         assert t.shape == want.shape and (t.int() - want.int()).abs().max() <= 1, (f.name, e.orientation)
     with pytest.raises(ImageLoadError, match=files[0].name):
         decode_encoded([broken], "cpu")
+
+
+def test_get_preds_rows_follow_the_readable_files_and_predict_refuses_a_bad_one(bad_pets):
+    from torch import nn
+
+    from fastvision.learner import Learner
+
+    dls = pets_block().dataloaders(bad_pets, bs=4, num_workers=0, on_bad_image="skip", device="cpu")
+    torch.manual_seed(0)
+    learn = Learner(dls, nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 2)))
+    files = sorted(bad_pets.glob("*.jpg"))
+    dl = dls.test_dl(files)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        preds, _ = learn.get_preds(dl=dl)
+    readable = [f for i, f in enumerate(files) if i not in dl.skipped]
+    assert len(readable) == len(files) - 3 and preds.shape[0] == len(readable)
+    alone, _ = learn.get_preds(dl=dls.test_dl(readable))
+    torch.testing.assert_close(preds, alone)
+    with pytest.raises(ImageLoadError, match=BAD[1]):
+        learn.predict(bad_pets / BAD[1])
