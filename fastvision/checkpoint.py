@@ -3,39 +3,122 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import os
+import re
+import shutil
 import tempfile
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import nn
 
 from .distributed import distrib_barrier, rank_distrib
 
-__all__ = ["atomic_save", "save_checkpoint", "load_checkpoint", "unwrap_model"]
+__all__ = [
+    "atomic_write",
+    "remove_stale_temps",
+    "atomic_save",
+    "save_checkpoint",
+    "load_checkpoint",
+    "unwrap_model",
+]
+
+_TMP_PID = re.compile(r"\.(\d+)-[^.]*\.tmp$")  # `.<name>.<pid>-<random>.tmp`
+_STALE_AGE = 24 * 3600  # a temp file without a pid (older versions) is stale after a day
 
 
-def atomic_save(obj: Any, file: str | Path) -> Path:
-    """`torch.save` to a temp file in the same folder, fsync it, then `os.replace` it over `file`.
+def _umask() -> int:
+    """Return the process umask without changing it (Linux: /proc; elsewhere set and restore it)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
-    A crash or error while writing leaves any previous `file` intact (and no temp file behind).
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. EPERM: it exists but belongs to someone else
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | Path, name_pattern: str) -> None:
+    """Remove the temp files `atomic_write` left in `folder` for names matching the glob `name_pattern`
+    when the process that wrote them is gone (killed, or a power cut); a live writer's are kept."""
+    for tmp in Path(folder).glob(f".{name_pattern}.*.tmp"):
+        m = _TMP_PID.search(tmp.name)
+        with contextlib.suppress(OSError):
+            stale = not _alive(int(m.group(1))) if m else time.time() - tmp.stat().st_mtime > _STALE_AGE
+            if stale:
+                tmp.unlink()
+
+
+def _disk_full(e: BaseException) -> bool:
+    """True if `e` (or an exception it chains, e.g. torch's `enforce fail` over an OSError) is a full disk."""
+    seen: BaseException | None = e
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def atomic_write(file: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
+    """Call `write(f)` on a temp file next to `file`, fsync it, then `os.replace` it over `file`.
+
+    Whatever happens while writing (an error, a full disk, a kill), a previous `file` stays intact. The
+    file gets the permissions a plain `open` would give (0666 minus the umask). Temp files left by a
+    killed earlier save of the same file are removed first. A full disk raises `OSError(ENOSPC)` naming
+    the file.
     """
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
+    remove_stale_temps(file.parent, glob.escape(file.name))
+    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.{os.getpid()}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, file)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if _disk_full(e):
+            free = shutil.disk_usage(file.parent).free
+            raise OSError(
+                errno.ENOSPC,
+                f"No space left on the disk while writing {str(file)!r} ({free:,} bytes free there). "
+                f"{'The previous file is intact. ' if file.exists() else ''}Free some space or write elsewhere.",
+            ) from e
         raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        dfd = os.open(file.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
     return file
+
+
+def atomic_save(obj: Any, file: str | Path) -> Path:
+    """`torch.save` `obj` to `file` atomically (see `atomic_write`): a crash leaves any previous `file` intact."""
+    return atomic_write(file, lambda f: torch.save(obj, f))
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

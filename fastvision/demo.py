@@ -17,8 +17,14 @@ __all__ = ["run_demo", "fashion_mnist_dls", "FASHION_MNIST_STATS"]
 FASHION_MNIST_STATS = ([0.2860], [0.3530])
 
 
-def fashion_mnist_dls(bs: int = 256, n_train: int | None = None, n_test: int | None = None, seed: int = 42,
-                      device: torch.device | str | None = None, aug: bool = True):  # fmt: skip
+def fashion_mnist_dls(
+    bs: int = 256,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    seed: int = 42,
+    device: torch.device | str | None = None,
+    aug: bool = True,
+):
     """Return DataLoaders of Fashion-MNIST tensors (test set as validation) with batched augmentation."""
     from .data.external import fashion_mnist_datasets
     from .data.load import DataLoaders
@@ -59,8 +65,15 @@ def _epochs_for_budget(learn, budget: float, t_iter: float) -> int:
     return max(1, min(30, int(budget // per_epoch)))
 
 
-def run_demo(epochs: int | None = None, budget: float = 540.0, out: str | Path = "out/demo", bs: int = 256,
-             quick: bool = False, seed: int = 42, lr_max: float | None = None) -> dict:  # fmt: skip
+def run_demo(
+    epochs: int | None = None,
+    budget: float = 540.0,
+    out: str | Path = "out/demo",
+    bs: int = 256,
+    quick: bool = False,
+    seed: int = 42,
+    lr_max: float | None = None,
+) -> dict:
     """Train, evaluate, interpret and export on Fashion-MNIST; print the results and return them.
 
     Args:
@@ -89,8 +102,10 @@ def run_demo(epochs: int | None = None, budget: float = 540.0, out: str | Path =
         memory_format=torch.channels_last
     )
     learn = Learner(dls, model, metrics=accuracy, wd=0.05, path=out)
-    print(f"fastvision demo: Fashion-MNIST, {len(dls.train_ds):,} training and {len(dls.valid_ds):,} test images, "
-          f"{sum(p.numel() for p in model.parameters()):,}-parameter ResNet, batch size {bs}")  # fmt: skip
+    print(
+        f"fastvision demo: Fashion-MNIST, {len(dls.train_ds):,} training and {len(dls.valid_ds):,} test images, "
+        f"{sum(p.numel() for p in model.parameters()):,}-parameter ResNet, batch size {bs}"
+    )
 
     timer = _BatchTimer()
     with learn.added_cbs(timer):
@@ -109,8 +124,10 @@ def run_demo(epochs: int | None = None, budget: float = 540.0, out: str | Path =
     learn.fit_one_cycle(epochs, lr)
     train_time = time.time() - t
     loss, acc = learn.validate()[:2]
-    print(f"test accuracy: {acc:.4f} (loss {loss:.4f}), training time {train_time:.0f} s "
-          f"({train_time / epochs:.0f} s/epoch)")  # fmt: skip
+    print(
+        f"test accuracy: {acc:.4f} (loss {loss:.4f}), training time {train_time:.0f} s "
+        f"({train_time / epochs:.0f} s/epoch)"
+    )
 
     interp = ClassificationInterpretation.from_learner(learn)
     pairs = interp.most_confused(min_val=max(1, math.ceil(len(dls.valid_ds) * 0.002)))[:8]
@@ -120,7 +137,7 @@ def run_demo(epochs: int | None = None, budget: float = 540.0, out: str | Path =
     interp.plot_confusion_matrix(figsize=(8, 8)).savefig(out / "confusion_matrix.png", dpi=100)
     interp.plot_top_losses(9, figsize=(8, 8)).savefig(out / "top_losses.png", dpi=100)
     plt.close("all")
-    exported = learn.export(out / "model")
+    exported = learn.export("model")  # relative to learn.path, which is `out`
     print(
         f"wrote {out / 'lr_find.png'}, {out / 'confusion_matrix.png'}, {out / 'top_losses.png'}, {exported}"
     )

@@ -19,6 +19,10 @@ What happens (docs/distributed.md has the command lines):
 - `after_fit` runs in a second callback at order 100, after every other callback's `after_fit`, so a
   callback that copied `learn.model.state_dict()` inside the fit (EarlyStopping, LRFinder) restores it
   into the same wrapped model: then DDP is unwrapped, BatchNorm put back, samplers and output restored.
+- Stalls: the process group is created with a `timeout` (`DEFAULT_TIMEOUT`, 10 minutes, instead of
+  torch's 30; `setup_distrib(timeout=...)`, `distrib_ctx(learn, timeout=...)`,
+  `DistributedTrainer(timeout=...)` or `FASTVISION_DIST_TIMEOUT` seconds in the environment): a
+  collective call that waits longer for a stalled or dead rank raises an error instead of hanging.
 - `learn.save` and `learn.export` write on rank 0 only; `learn.load` waits at a barrier first, so call
   them on every rank. `validate`, `get_preds` and `predict` outside a fit run on the full data in each
   process, with no collective calls (safe to call on rank 0 only).
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import datetime
 import math
 import os
 import sys
@@ -52,7 +57,10 @@ __all__ = [
     "DistributedBatchSampler",
     "DistributedTrainer",
     "distrib_ctx",
+    "DEFAULT_TIMEOUT",
 ]
+
+DEFAULT_TIMEOUT = 600.0  # seconds a collective call waits for the other ranks (torch's default: 1800)
 
 _MUTED = ("ProgressCallback", "CSVLogger", "TensorBoardCallback")  # class names, muted on ranks > 0
 
@@ -77,18 +85,37 @@ def distrib_barrier() -> None:
         dist.barrier()
 
 
-def setup_distrib(backend: str | None = None) -> bool:
+def _timeout(timeout: float | None) -> datetime.timedelta:
+    """The process group timeout: `timeout` seconds, else `$FASTVISION_DIST_TIMEOUT`, else `DEFAULT_TIMEOUT`."""
+    if timeout is None:
+        env = os.environ.get("FASTVISION_DIST_TIMEOUT")
+        try:
+            timeout = float(env) if env else DEFAULT_TIMEOUT
+        except ValueError:
+            raise ValueError(
+                f"FASTVISION_DIST_TIMEOUT={env!r}; expected a number of seconds, e.g. 600."
+            ) from None
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"timeout={timeout!r}; expected a positive number of seconds, e.g. 600.")
+    return datetime.timedelta(seconds=timeout)
+
+
+def setup_distrib(backend: str | None = None, timeout: float | None = None) -> bool:
     """Initialise the default process group from torchrun's environment if needed; True if this call did it.
 
-    The backend defaults to gloo, plus nccl for CUDA tensors when CUDA is available; each process uses
-    `cuda:LOCAL_RANK`.
+    Args:
+        backend: default gloo, plus nccl for CUDA tensors when CUDA is available; each process uses
+            `cuda:LOCAL_RANK`.
+        timeout: seconds a collective call (a barrier, an all-reduce) waits for the other ranks before it
+            raises, e.g. when one is stopped or dead (None: `$FASTVISION_DIST_TIMEOUT` or `DEFAULT_TIMEOUT`).
     """
     if not dist.is_available() or _initialized() or int(os.environ.get("WORLD_SIZE", 1)) <= 1:
         return False
+    delay = _timeout(timeout)
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group(backend or ("cpu:gloo,cuda:nccl" if cuda else "gloo"))
+    dist.init_process_group(backend or ("cpu:gloo,cuda:nccl" if cuda else "gloo"), timeout=delay)
     return True
 
 
@@ -233,13 +260,15 @@ class DistributedTrainer(Callback):
 
     Args:
         sync_bn: use SyncBatchNorm during the fit when training on CUDA (True).
+        timeout: seconds before a collective call waiting for a stalled rank raises, if this callback
+            creates the process group (None: see `setup_distrib`).
         **ddp_kwargs: passed to `DistributedDataParallel` (e.g. `find_unused_parameters=True`).
     """
 
     order = 5  # after ChannelsLast (-1), before MixedPrecision (10), the Recorder (50) and the trackers
 
-    def __init__(self, sync_bn: bool = True, **ddp_kwargs: Any) -> None:
-        self.sync_bn, self.ddp_kwargs = sync_bn, ddp_kwargs
+    def __init__(self, sync_bn: bool = True, timeout: float | None = None, **ddp_kwargs: Any) -> None:
+        self.sync_bn, self.timeout, self.ddp_kwargs = sync_bn, timeout, ddp_kwargs
         self.wrapped = False
         self._teardown = _DistributedTeardown(self)
 
@@ -251,7 +280,9 @@ class DistributedTrainer(Callback):
         learn = self.learn
         if getattr(learn, "mode", "fit") != "fit" or self.wrapped:
             return
-        if setup_distrib():  # created here (no distrib_ctx): destroy it when the process ends
+        if setup_distrib(
+            timeout=self.timeout
+        ):  # created here (no distrib_ctx): destroy it when the process ends
             atexit.register(teardown_distrib)
         if not _initialized() or dist.get_world_size() < 2:
             return
@@ -286,21 +317,22 @@ class DistributedTrainer(Callback):
         return dev
 
     def _shard(self, dl: Any, train: bool) -> tuple[Any, Any, DistributedBatchSampler] | None:
-        if not hasattr(dl, "_sampler"):
+        if not hasattr(dl, "batch_sampler") or not hasattr(dl, "seed"):
             warnings.warn(
                 f"DistributedTrainer can't shard a {type(dl).__name__}; every process reads all of it. "
                 "Use fastvision DataLoaders.",
                 stacklevel=3,
             )
             return None
-        seed = dl.seed if dl.seed is not None else dl._sample_gen.initial_seed()
+        seed = dl.seed if dl.seed is not None else int(torch.randint(0, 2**62, ()))
         t = _to_comm(torch.tensor([seed % 2**62], dtype=torch.int64))
         dist.broadcast(t, 0)  # the same permutation on every rank
         shuffle, drop = (dl.shuffle, dl.drop_last) if train else (False, False)
+        old = dl.batch_sampler
         s = DistributedBatchSampler(
-            len(dl.dataset), dl.bs, shuffle, drop, int(t.item()), self.rank, self.world, train, dl._sampler
+            len(dl.dataset), dl.bs, shuffle, drop, int(t.item()), self.rank, self.world, train, old
         )
-        old, dl._sampler, dl._torch_dl = dl._sampler, s, None  # workers restart with the new sampler
+        dl.batch_sampler = s  # the loader restarts its workers with the new sampler
         return dl, old, s
 
     def _activate(self, i: int) -> None:
@@ -367,7 +399,7 @@ class _DistributedTeardown(Callback):
         for item in t._samplers:
             if item is not None:
                 dl, old, _ = item
-                dl._sampler, dl._torch_dl = old, None
+                dl.batch_sampler = old
         if t._stdout is not None:
             sys.stdout.close()
             sys.stdout = t._stdout
@@ -383,16 +415,19 @@ def auto_callbacks(learn: Any) -> list[Callback]:
 
 
 @contextlib.contextmanager
-def distrib_ctx(learn: Any, sync_bn: bool = True, **ddp_kwargs: Any) -> Iterator[Any]:
+def distrib_ctx(
+    learn: Any, sync_bn: bool = True, timeout: float | None = None, **ddp_kwargs: Any
+) -> Iterator[Any]:
     """Train `learn` with DDP inside the block when torchrun started several processes; else do nothing.
 
-    Initialises the process group if needed (and destroys it on exit if it did).
+    Initialises the process group if needed, with `timeout` (see `setup_distrib`), and destroys it on exit
+    if it did.
     """
-    created = setup_distrib()
+    created = setup_distrib(timeout=timeout)
     cb = None
     if num_distrib() > 1:
         learn.remove_cb(DistributedTrainer)
-        cb = DistributedTrainer(sync_bn, **ddp_kwargs)
+        cb = DistributedTrainer(sync_bn, timeout, **ddp_kwargs)
         learn.add_cb(cb)
     try:
         yield learn

@@ -1,11 +1,19 @@
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 
+from fastvision.callback.resume import ResumableCheckpoint
 from fastvision.cli import main
 from fastvision.testing import make_image_folder
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--arch", "resnet_small", "--no-pretrained", "--epochs", "1", "--size", "32", "--bs", "4"]
+TINY += ["--num-workers", "0"]
 
 
 def test_train_predict_interpret_on_a_folder(tmp_path, capsys):
@@ -17,7 +25,7 @@ def test_train_predict_interpret_on_a_folder(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "error_rate" in text and "exported" in text
     model = out / "model.json"
-    assert model.exists() and (out / "model.safetensors").exists()
+    assert model.exists() and len(list(out.glob("model.*.safetensors"))) == 1
 
     img = sorted(data.rglob("*.jpg"))[0]
     assert main(["predict", str(model), str(img), "--json"]) == 0
@@ -62,9 +70,164 @@ def test_demo_quick_runs_end_to_end(tmp_path):
     out = tmp_path / "demo"
     res = subprocess.run(
         [sys.executable, "-m", "fastvision.cli", "demo", "--quick", "--out", str(out)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "test accuracy" in res.stdout and "most confused" in res.stdout
-    for f in ("lr_find.png", "confusion_matrix.png", "top_losses.png", "model.json", "model.safetensors"):
+    for f in ("lr_find.png", "confusion_matrix.png", "top_losses.png", "model.json"):
         assert (out / f).exists(), f
+    assert len(list(out.glob("model.*.safetensors"))) == 1
+
+
+def run_cli(*args, cwd=None):
+    """Run `python -m fastvision.cli ARGS` as a user does; return the completed process."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "fastvision.cli", *map(str, args)]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def cli_error(args, capsys):
+    """Run `main(args)` in this process; return (exit status, stderr lines)."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return make_image_folder(tmp_path / "data", classes=("red", "green"), n_per_class=6, layout="parent")
+
+
+@pytest.fixture
+def exported(tmp_path, folder):
+    from fastvision.data.block import CategoryBlock, DataBlock, ImageBlock
+    from fastvision.data.items import RandomSplitter, get_image_files, parent_label
+    from fastvision.export import export
+    from fastvision.vision.learner import vision_learner
+    from fastvision.vision.resize import Resize
+
+    dblock = DataBlock(
+        blocks=(ImageBlock, CategoryBlock),
+        get_items=get_image_files,
+        get_y=parent_label,
+        splitter=RandomSplitter(seed=0),
+        item_tfms=Resize(32),
+    )
+    dls = dblock.dataloaders(folder, bs=4, num_workers=0)
+    return export(vision_learner(dls, "tinyvgg", pretrained=False), tmp_path / "exp" / "model")
+
+
+def test_user_errors_are_one_line_and_exit_2(tmp_path, folder, exported, capsys):
+    img = sorted(folder.rglob("*.jpg"))[0]
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "broken.json").write_text('{"format": ')
+    (tmp_path / "afile").write_text("x")
+    cases = [
+        (["train", folder, "--labels", "re:((", *TINY], "not a valid regular expression"),
+        (["train", folder, "--labels", r"re:\d+", *TINY], "has no capture group"),
+        (
+            ["train", folder, "--arch", "nosucharch", "--no-pretrained"],
+            "Unknown architecture name 'nosucharch'",
+        ),
+        (["train", folder, "--lr", "abc"], "argument --lr: expected a number"),
+        (["train", folder, "--lr", "nan"], "argument --lr: must be a positive finite number"),
+        (["train", folder, "--size", "0"], "argument --size: must be at least 1"),
+        (["train", folder, "--valid-pct", "1.0"], "argument --valid-pct: must be between 0 and 1"),
+        (["train", folder, *TINY, "--out", tmp_path / "afile" / "out"], "cannot write to --out"),
+        (["train", img, *TINY], "is a file; give the folder"),
+        (["train", folder, *TINY, "--bs", "64"], "no full training batch"),
+        (["predict", exported, tmp_path / "notes.txt"], "notes.txt"),
+        (["predict", exported, folder], "is not a file; give image files"),
+        (["predict", tmp_path, img], "is a folder"),
+        (["predict", tmp_path / "notes.txt", img], "not a fastvision export"),
+        (["predict", tmp_path / "broken.json", img], "not valid JSON"),
+        (["predict", exported, img, "--topk", "0"], "argument --topk: must be at least 1"),
+        (["predict", exported, img, "--topk", "-1"], "argument --topk: must be at least 1"),
+    ]
+    for args, match in cases:
+        code, err = cli_error(args, capsys)
+        assert code == 2 and len(err) == 1, (args, err)
+        assert err[0].startswith(f"fastvision {args[0]}: error: ") and match in err[0], (args, err)
+
+
+def test_errors_are_one_line_when_run_as_a_command(tmp_path, folder):
+    """`python -m fastvision.cli` (what `fastvision` runs): errors raised in cli_train are caught too."""
+    for args, match in [
+        (["train", sorted(folder.rglob("*.jpg"))[0], *TINY], "is a file"),
+        (["train", folder, "--labels", "re:((", *TINY], "not a valid regular expression"),
+        (["train", folder, "--size", "0"], "must be at least 1"),
+    ]:
+        res = run_cli(*args, cwd=tmp_path)
+        assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr[-2000:]
+        assert match in res.stderr
+
+
+def test_a_diverged_run_keeps_the_previous_export_and_exits_1(tmp_path, folder, capsys):
+    out = tmp_path / "out"
+    assert main(["train", str(folder), *TINY, "--lr", "1e-2", "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.name.startswith("model")}
+    capsys.readouterr()
+    code = main(["train", str(folder), *TINY, "--lr", "1e5", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "Nothing was exported" in err[0], err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name.startswith("model")} == before
+
+
+def test_train_resume_continues_an_interrupted_run(tmp_path, folder, monkeypatch, capsys):
+    args = ["train", str(folder), "--arch", "resnet_small", "--pretrained", "--epochs", "2", "--lr", "1e-2"]
+    args += ["--size", "32", "--bs", "4", "--num-workers", "0", "--seed", "3"]
+    torch.manual_seed(0)
+    assert main([*args, "--out", str(tmp_path / "ref")]) == 0  # frozen epoch, then 2 unfrozen ones
+    saves, real_save = [], ResumableCheckpoint.save
+
+    def save_then_stop(self):
+        file = real_save(self)
+        saves.append(file)
+        if len(saves) == 2:  # after the frozen epoch and the first unfrozen one
+            raise KeyboardInterrupt
+        return file
+
+    monkeypatch.setattr(ResumableCheckpoint, "save", save_then_stop)
+    out = tmp_path / "run"
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="interrupted"):
+        assert main([*args, "--out", str(out)]) == 130
+    assert not (out / "model.json").exists() and (out / "run.json").exists()
+    monkeypatch.setattr(ResumableCheckpoint, "save", real_save)
+    torch.manual_seed(1)  # other initial weights: they must all come from the checkpoint
+    capsys.readouterr()
+    assert main([*args, "--out", str(out), "--resume"]) == 0
+    assert f"resuming from {saves[-1]}" in capsys.readouterr().out
+    from fastvision.export import load_learner
+
+    a, b = load_learner(tmp_path / "ref" / "model.json").model, load_learner(out / "model.json").model
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not list((out / "checkpoints").glob("*.pth")) and not (out / "run.json").exists()
+    code, err = cli_error([*args, "--out", str(out), "--resume"], capsys)
+    assert code == 2 and "no interrupted run" in err[0]
+
+
+def test_demo_writes_its_model_in_the_out_folder(tmp_path, monkeypatch):
+    """A relative --out (the default `out/demo`) holds model.json, not out/demo/out/demo/model.json."""
+    from fastvision import demo
+    from fastvision.data.external import TensorImageDataset
+
+    def tiny_dls(bs=256, n_train=None, n_test=None, seed=42, device=None, aug=True):
+        from fastvision.data.load import DataLoaders
+        from fastvision.vision.lighting import IntToFloatTensor
+
+        x, y = torch.randint(0, 255, (48, 1, 28, 28), dtype=torch.uint8), torch.arange(48) % 10
+        dsets = [TensorImageDataset(x[i::2], y[i::2], [str(c) for c in range(10)]) for i in (0, 1)]
+        return DataLoaders.from_dsets(
+            *dsets, bs=8, after_batch=[IntToFloatTensor()], num_workers=0, device="cpu"
+        )
+
+    monkeypatch.setattr(demo, "fashion_mnist_dls", tiny_dls)
+    monkeypatch.chdir(tmp_path)
+    demo.run_demo(epochs=1, out="out/demo", bs=8, quick=True)
+    assert (tmp_path / "out" / "demo" / "model.json").exists()
+    assert not (tmp_path / "out" / "demo" / "out").exists()

@@ -128,8 +128,12 @@ def test_two_gloo_processes_match_one_process_and_only_rank0_writes(tmp_path):
     # files: rank 0 wrote the checkpoints, the CSV log and the export; rank 1 wrote nothing
     assert r1["writes"] == []
     names = {Path(w).name for w in r0["writes"]}
-    assert {"model.pth", "final.pth", "history.csv", "export.json", "export.safetensors"} <= names
-    assert load_learner(two / "export.json").model.lin1.weight.shape == (32, 16)
+    assert {"model.pth", "final.pth", "history.csv", "export.json"} <= names
+    assert any(n.startswith("export.") and n.endswith(".safetensors") for n in names)
+    assert load_learner(two / "export.json", trusted_modules=["ddp_script"]).model.lin1.weight.shape == (
+        32,
+        16,
+    )
     # output: one header and one row per epoch (rank 1 printed nothing)
     lines = proc.stdout.splitlines()
     assert sum(line.startswith("epoch") for line in lines) == 1, proc.stdout
@@ -167,7 +171,7 @@ def test_compile_keeps_state_dict_keys_freezing_save_and_export(tmp_path):
     state = torch.load(learn.save("c"), weights_only=True)["model"]
     assert set(state) == {"lin1.weight", "lin1.bias", "lin2.weight", "lin2.bias"}
     learn.load("c")
-    assert load_learner(learn.export("e")).model.lin1.weight.shape == (32, 16)
+    assert load_learner(learn.export("e"), trusted_modules=["ddp_script"]).model.lin1.weight.shape == (32, 16)
 
 
 def test_load_strips_the_prefixes_of_wrapped_models_checkpoints(tmp_path):
@@ -233,3 +237,68 @@ def test_cli_train_with_nproc_2_runs_under_torchrun(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("exported") == 1 and proc.stdout.count("error_rate") == 2  # header + summary
     assert (out / "model.json").exists() and load_learner(out / "model.json").vocab == ["green", "red"]
+
+
+def test_the_process_group_gets_a_timeout(monkeypatch):
+    import datetime
+
+    from fastvision import distributed
+
+    seen = []
+    monkeypatch.setattr(distributed, "_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend, timeout: seen.append(timeout))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("FASTVISION_DIST_TIMEOUT", raising=False)
+    assert distributed.setup_distrib()
+    monkeypatch.setenv("FASTVISION_DIST_TIMEOUT", "42")
+    distributed.setup_distrib()
+    distributed.setup_distrib(timeout=5)
+    secs = [t.total_seconds() for t in seen]
+    assert secs == [distributed.DEFAULT_TIMEOUT, 42, 5] and distributed.DEFAULT_TIMEOUT < 1800
+    assert all(isinstance(t, datetime.timedelta) for t in seen)
+    with pytest.raises(ValueError, match="timeout=0; expected a positive number of seconds"):
+        distributed.setup_distrib(timeout=0)
+
+
+_STALL = """
+import os, signal, sys, time
+import torch.distributed as dist
+from fastvision.distributed import distrib_barrier, setup_distrib
+setup_distrib(timeout=3)
+if dist.get_rank() == 1:
+    os.kill(os.getpid(), signal.SIGSTOP)  # a stalled rank
+t = time.monotonic()
+try:
+    distrib_barrier()
+except Exception as e:
+    print(f"rank 0 gave up after {time.monotonic() - t:.0f} s: {type(e).__name__}", flush=True)
+    os._exit(3)
+"""
+
+
+@pytest.mark.slow
+def test_a_stalled_rank_makes_the_others_fail_after_the_timeout_not_hang(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1"}
+    env["MASTER_PORT"] = str(port)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _STALL],
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
+    try:
+        out, err = procs[0].communicate(timeout=120)
+    finally:
+        procs[1].kill()
+        procs[1].wait()
+    assert procs[0].returncode == 3, out + err[-2000:]
+    assert "rank 0 gave up after" in out and int(out.split("after ")[1].split()[0]) < 60

@@ -180,3 +180,81 @@ def test_real_fashion_mnist_shapes():
     x, y = load_fashion_mnist("test")
     assert x.shape == (10000, 28, 28) and y.shape == (10000,)
     assert sorted(y.unique().tolist()) == list(range(10))
+
+
+def _tgz_bytes(add):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        add(t)
+    return buf.getvalue()
+
+
+def test_an_archive_of_one_symlink_to_dot_does_not_become_the_whole_cache(server, tmp_path):
+    root, base = server
+
+    def add(t):
+        info = tarfile.TarInfo("top")
+        info.type, info.linkname = tarfile.SYMTYPE, "."
+        t.addfile(info)
+
+    (root / "link.tgz").write_bytes(_tgz_bytes(add))
+    data = tmp_path / "data"
+    (data / "other_dataset").mkdir(parents=True)
+    out = untar_data(f"{base}/link.tgz", archive=tmp_path / "a", data=data)
+    assert out == data / "link" and out.is_dir() and not out.is_symlink()
+    assert not (out / "other_dataset").exists() and out.resolve() != data.resolve()
+
+
+def test_an_archive_that_expands_too_much_is_refused(server, tmp_path):
+    root, base = server
+
+    def add(t):
+        info = tarfile.TarInfo("bomb/zeros.bin")
+        info.size = 3_000_000
+        t.addfile(info, io.BytesIO(b"\0" * info.size))
+
+    (root / "bomb.tgz").write_bytes(_tgz_bytes(add))  # about 3 KB
+    with pytest.raises(ValueError, match="Refusing to extract .*bomb.tgz.*max_expansion"):
+        untar_data(f"{base}/bomb.tgz", archive=tmp_path / "a", data=tmp_path / "d")
+    assert not (tmp_path / "d" / "bomb").exists() and not list((tmp_path / "d").iterdir())
+    out = untar_data(f"{base}/bomb.tgz", archive=tmp_path / "a", data=tmp_path / "d", max_expansion=10_000)
+    assert (out / "zeros.bin").stat().st_size == 3_000_000
+
+
+def test_a_corrupt_archive_is_not_kept_in_the_cache(server, tmp_path):
+    root, base = server
+    (root / "data.tgz").write_bytes(b"<html><body>503 Service Unavailable</body></html>")
+    with pytest.raises(ValueError, match="not a valid archive .*run again to download it anew"):
+        untar_data(f"{base}/data.tgz", archive=tmp_path / "a", data=tmp_path / "d")
+    assert not (tmp_path / "a" / "data.tgz").exists()
+    _make_tgz(root / "data.tgz", top="data")  # the server is fixed: the next call downloads again
+    assert (
+        untar_data(f"{base}/data.tgz", archive=tmp_path / "a", data=tmp_path / "d") / "a" / "x.jpg"
+    ).exists()
+
+
+@pytest.mark.parametrize("tail", ["/..", "/.", "/", "/%2e%2e", "/sub/..?x=1"])
+def test_a_url_that_names_no_file_is_refused(tmp_path, tail):
+    with pytest.raises(ValueError, match="is not a file name"):
+        untar_data(f"http://127.0.0.1:9{tail}", archive=tmp_path / "a", data=tmp_path / "d")
+
+
+def test_built_in_urls_use_https_and_published_checksums():
+    from fastvision.data.external import CHECKS, URLs
+
+    urls = [v for k, v in vars(URLs).items() if k.isupper()]
+    assert all(u.startswith("https://") for u in urls)
+    archives = [u for u in urls if u.endswith(".tgz")]
+    assert all(u in CHECKS for u in archives)
+    fm = [u for u in CHECKS if u.startswith(URLs.FASHION_MNIST)]
+    assert len(fm) == 4 and all(len(md5) == 32 for _, md5 in CHECKS.values())
+
+
+def test_md5_mismatch_is_a_clear_error(server, tmp_path):
+    root, base = server
+    (root / "f.bin").write_bytes(b"hello")
+    with pytest.raises(OSError, match="md5 5d41402abc4b2a76b9719d911017c592, expected 00"):
+        download_url(f"{base}/f.bin", tmp_path / "f.bin", md5="00" * 16, show_progress=False)
+    assert download_url(
+        f"{base}/f.bin", tmp_path / "f.bin", md5="5d41402abc4b2a76b9719d911017c592", show_progress=False
+    ).exists()

@@ -99,3 +99,13 @@ def test_errors(idx_folder, tmp_path):
     made = make_fashion_pets(tmp_path / "made", n=2, seed=1, source=idx_folder)
     with pytest.raises(FileExistsError, match=r"made with \{'n': 3, 'seed': 1, 'split': 'train'\}"):
         make_fashion_pets(made, n=3, seed=1, source=idx_folder)
+
+
+def test_command_line(idx_folder, tmp_path, capsys):
+    from fastvision.cli import main
+
+    assert main(["make-fashion-pets", str(tmp_path / "cli"), "--n", "5", "--src", str(idx_folder)]) == 0
+    assert len(list((tmp_path / "cli").glob("*.jpg"))) == 5 and "wrote 5 images" in capsys.readouterr().out
+    assert main(["make-fashion-pets", str(tmp_path / "none"), "--src", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "apt-get install dataset-fashion-mnist" in err

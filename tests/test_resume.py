@@ -128,6 +128,24 @@ def test_sigkill_during_a_save_leaves_the_previous_checkpoint(tmp_path):
     learn.load("ck", with_opt=False)
     good = torch.load(tmp_path / "good.pt")
     assert all(torch.equal(v, good[k]) for k, v in learn.model.state_dict().items())
+    learn.save("ck")  # the next save removes the killed one's full-size temp file
+    assert not list(models.glob(".ck.pth.*.tmp"))
+
+
+def test_a_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    ref = _reference(tmp_path / "a")
+    models = tmp_path / "a" / "models"
+    newest, previous = models / "resume_0000024.pth", models / "resume_0000023.pth"
+    newest.write_bytes(newest.read_bytes()[:1000])  # e.g. a power cut before the data reached the disk
+    learn = make_learner(tmp_path / "a", seed=5)
+    with pytest.warns(UserWarning, match=f"newest checkpoint '{newest}'.*previous one, '{previous}'"):
+        learn.fit_one_cycle(
+            N_EPOCH, LR, resume=True, cbs=ResumableCheckpoint(every_n_iters=1, overwrite=True)
+        )
+    assert _same_weights(ref.model, learn.model)
+    newest.write_bytes(b"")
+    with pytest.raises(ValueError, match="Cannot read the checkpoint .*resume_0000024.pth.*damaged"):
+        make_learner(tmp_path / "a").fit_one_cycle(N_EPOCH, LR, resume=newest)
 
 
 class Interrupt(Callback):

@@ -2,17 +2,17 @@
 
 A resumable checkpoint is a dict of tensors and plain data (read back with `weights_only=True`):
 the model and optimizer state dicts, the gradient scaler's state, the loop position (epoch, batches
-of that epoch done, training batches of the fit done, `n_epoch`, batches per epoch), the RNG states
-(torch CPU and CUDA, python `random`, numpy, and each fastvision DataLoader's sampler, worker and
-transform generators: the training sampler's as it was when the epoch started, so the epoch's order
-is drawn again), the Recorder's history (lrs, smoothed losses, epoch rows), the `ParamScheduler`
-records and the trackers' best values.
+of that epoch done, training batches of the fit done, `n_epoch`, batches per epoch), the global RNG
+states (torch CPU and CUDA, python `random`, numpy), each fastvision DataLoader's `state_dict()` (its
+generator as the running epoch started and the batches of that epoch drawn), the Recorder's history
+(lrs, smoothed losses, epoch rows), the `ParamScheduler` records and the trackers' best values.
 
 `fit(..., resume=file)` (and `fit_one_cycle`, or `cbs=ResumeFrom(file)` for the other policies) loads
 all of that in `before_fit`, after the callbacks that reset their own state there (order 66). The
-loop starts at the saved epoch; the batches of that epoch already done are skipped without being
-loaded (the sampler draws their indices, `learn.iter` starts after them). The RNG states are set
-last. With deterministic settings (`num_workers=0` or deterministic item transforms, deterministic
+loop starts at the saved epoch; the training loader continues that epoch after the batches already
+done, without loading them (`learn.iter` starts after them). The RNG states are set last.
+`resume=True` takes the newest checkpoint; one that cannot be read (truncated by a crash) is skipped
+for the previous one, with a warning naming both. With deterministic settings (`num_workers=0` or deterministic item transforms, deterministic
 kernels, one process) the per-batch lrs and losses and the final weights equal an uninterrupted run's.
 Under DDP the model, optimizer, position and the seed-based shards resume exactly; the RNG states are
 rank 0's.
@@ -38,13 +38,13 @@ from .tracker import TrackerCallback, _fitting
 
 __all__ = ["ResumableCheckpoint", "ResumeFrom", "latest_checkpoint", "training_state", "RESUME_FORMAT"]
 
-RESUME_FORMAT = "fastvision-resume-1"
+RESUME_FORMAT = "fastvision-resume-2"
 _TRACKED = ("best", "best_epoch", "wait", "saved", "scale")  # tracker attributes worth carrying over
 
 
 def _loaders(learn: Any) -> list[Any]:
-    """The learner's fastvision loaders (the ones with their own generators)."""
-    return [dl for dl in getattr(learn.dls, "loaders", []) if hasattr(dl, "_sample_gen")]
+    """The learner's loaders that can save and restore their position (fastvision DataLoaders)."""
+    return [dl for dl in getattr(learn.dls, "loaders", []) if callable(getattr(dl, "state_dict", None))]
 
 
 def _rng_state() -> dict[str, Any]:
@@ -76,27 +76,10 @@ def _set_rng_state(state: dict[str, Any]) -> None:
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def training_state(learn: Any, epoch_start: torch.Tensor | None = None) -> dict[str, Any]:
-    """Return everything needed to continue the running fit after the current training batch.
-
-    Args:
-        epoch_start: the training loader's sampler generator state at the start of this epoch
-            (None: its current state).
-    """
+def training_state(learn: Any) -> dict[str, Any]:
+    """Return everything needed to continue the running fit after the current training batch."""
     rec = getattr(learn, "recorder", None)
-    loaders = []
-    for dl in _loaders(learn):
-        sample = (
-            epoch_start if (dl is learn.dls.train and epoch_start is not None) else dl._sample_gen.get_state()
-        )
-        loaders.append(
-            {
-                "sample": sample,
-                "worker": dl._worker_gen.get_state(),
-                "rng": dl._rng.state,
-                "rng_cuda": dl._rng.cuda_state,
-            }
-        )
+    loaders = [dl.state_dict() for dl in _loaders(learn)]
     scaler = getattr(learn, "scaler", None)
     return {
         "format": RESUME_FORMAT,
@@ -175,7 +158,6 @@ class ResumableCheckpoint(Callback):
         )
         self.written: list[Path] = []
         self.last: Path | None = None
-        self._epoch_start: torch.Tensor | None = None
 
     def before_fit(self) -> None:
         """Forget the files of an earlier fit; remove temp files left by a killed save."""
@@ -187,11 +169,6 @@ class ResumableCheckpoint(Callback):
             for tmp in folder.glob(f".{self.fname}_*.pth.*.tmp"):
                 with contextlib.suppress(OSError):
                     tmp.unlink()
-
-    def before_train(self) -> None:
-        """Remember the training sampler's generator state as the epoch starts."""
-        gen = getattr(self.learn.dls.train, "_sample_gen", None)
-        self._epoch_start = gen.get_state() if gen is not None and _fitting(self.learn) else None
 
     def after_batch(self) -> None:
         """Save every `every_n_iters` training batches."""
@@ -211,28 +188,13 @@ class ResumableCheckpoint(Callback):
                 "point before). Refusing to replace it: pass ResumableCheckpoint(overwrite=True), another "
                 "fname, or resume from the newest checkpoint (resume=True)."
             )
-        atomic_save(training_state(learn, self._epoch_start), file)
+        atomic_save(training_state(learn), file)
         self.written.append(file)
         self.last = file
         while self.keep_last is not None and len(self.written) > self.keep_last:
             with contextlib.suppress(OSError):
                 self.written.pop(0).unlink()
         return file
-
-
-class _SkipBatches:
-    """A batch sampler that draws all of `inner`'s batches but yields them from the `k`-th on; same length."""
-
-    def __init__(self, inner: Any, k: int) -> None:
-        self.inner, self.k = inner, k
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    def __iter__(self) -> Any:
-        for i, b in enumerate(self.inner):
-            if i >= self.k:
-                yield b
 
 
 class ResumeFrom(Callback):
@@ -249,29 +211,61 @@ class ResumeFrom(Callback):
         self.file = file
         self._skip: int | None = None
 
-    def _resolve(self) -> Path:
+    def _candidates(self) -> list[Path]:
+        """The file to resume from; for `True`, every `resume_<n>.pth` of the folder, newest first."""
         learn = self.learn
         folder = Path(learn.path) / learn.model_dir
         if self.file is True:
-            found = latest_checkpoint(folder)
-            if found is None:
+            found = sorted(
+                (
+                    (int(m.group(1)), p)
+                    for p in folder.glob("resume_*.pth")
+                    if (m := _NUMBERED.search(p.name))
+                ),
+                reverse=True,
+            )
+            if not found:
                 raise FileNotFoundError(f"resume=True found no resume_<n>.pth in {folder}; pass the file.")
-            return found
+            return [p for _, p in found]
         file = Path(self.file)
         for cand in (file, folder / file, folder / f"{file}.pth"):
             if cand.is_file():
-                return cand
+                return [cand]
         raise FileNotFoundError(f"No resumable checkpoint at {str(file)!r} (nor in {str(folder)!r}).")
+
+    def _load(self) -> tuple[Path, dict[str, Any]]:
+        """Read the checkpoint; with `True`, fall back to an older one when the newest cannot be read."""
+        files = self._candidates()
+        for i, file in enumerate(files):
+            try:
+                state = torch.load(file, map_location="cpu", weights_only=True)  # RNG states stay on the CPU
+            except (RuntimeError, OSError, EOFError, ValueError) as e:
+                if i + 1 < len(files):
+                    warnings.warn(
+                        f"Cannot read the newest checkpoint {str(file)!r} ({str(e).splitlines()[0]}): resuming "
+                        f"from the previous one, {str(files[i + 1])!r}.",
+                        stacklevel=3,
+                    )
+                    continue
+                raise ValueError(
+                    f"Cannot read the checkpoint {str(file)!r} ({e}): it is damaged (e.g. truncated by a crash)."
+                    + (" No older checkpoint is readable either." if len(files) > 1 else "")
+                ) from e
+            break
+        if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
+            raise ValueError(
+                f"{file} is not a resumable checkpoint of this fastvision version (format "
+                f"{state.get('format') if isinstance(state, dict) else None!r}, expected {RESUME_FORMAT!r}). "
+                "Write them with ResumableCheckpoint."
+            )
+        return file, state
 
     def before_fit(self) -> None:
         """Load the saved state and set the loop to continue after the saved batch."""
         learn = self.learn
         if getattr(learn, "mode", "fit") != "fit":
             return
-        file = self._resolve()
-        state = torch.load(file, map_location="cpu", weights_only=True)  # RNG states must stay on the CPU
-        if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
-            raise ValueError(f"{file} is not a resumable checkpoint (write them with ResumableCheckpoint).")
+        file, state = self._load()
         loop = state["loop"]
         n_iter = len(learn.dls.train)
         if (loop["n_epoch"], loop["n_iter"]) != (learn.n_epoch, n_iter):
@@ -288,9 +282,7 @@ class ResumeFrom(Callback):
         self._skip = loop["iter"]
         self._restore_records(learn, state)
         for dl, s in zip(_loaders(learn), state["loaders"]):
-            dl._sample_gen.set_state(s["sample"])
-            dl._worker_gen.set_state(s["worker"])
-            dl._rng.state, dl._rng.cuda_state = s["rng"], s["rng_cuda"]
+            dl.load_state_dict(s)
         _set_rng_state(state["rng"])
 
     @staticmethod
@@ -312,31 +304,18 @@ class ResumeFrom(Callback):
                 setattr(cb, k, v)
 
     def before_train(self) -> None:
-        """In the first epoch, skip the batches done before the checkpoint."""
+        """In the first epoch, number the batches after those done before the checkpoint."""
         if self._skip is None or getattr(self.learn, "mode", "fit") != "fit":
             return
         k, self._skip = self._skip, None
-        dl = self._dl = self.learn.dl
-        if k and hasattr(dl, "_sampler"):
-            dl._sampler, dl._torch_dl = _SkipBatches(dl._sampler, k), None
-            self.learn._first_iter = k
-        elif k:
+        if k and not callable(getattr(self.learn.dl, "load_state_dict", None)):
             warnings.warn(
-                f"Cannot skip the {k} batches already done with a {type(dl).__name__}: epoch "
+                f"Cannot skip the {k} batches already done with a {type(self.learn.dl).__name__}: epoch "
                 f"{self.learn.epoch} restarts from its first batch. Use fastvision DataLoaders to resume exactly.",
                 stacklevel=2,
             )
-
-    def after_train(self) -> None:
-        """Put the loader's sampler back."""
-        dl = getattr(self, "_dl", None)
-        if isinstance(getattr(dl, "_sampler", None), _SkipBatches):
-            dl._sampler, dl._torch_dl = dl._sampler.inner, None
-
-    def after_fit(self) -> None:
-        """Put the sampler back also when the first epoch did not finish (an error or interrupt)."""
-        self.after_train()
-        self._dl = None
+        elif k:
+            self.learn._first_iter = k
 
 
 def resume_callbacks(resume: str | Path | bool | None) -> list[Callback]:

@@ -95,7 +95,7 @@ class DecodeImage:
         return f"DecodeImage(mode={self.mode!r}, min_size={self.min_size!r})"
 
 
-def _decode_min_size(item_tfms: list) -> int | tuple[int, int] | None | bool:
+def decode_min_size(item_tfms: list) -> int | tuple[int, int] | None | bool:
     """The resolution the item transforms need from a decoder taking `DecodedImage`s, or False if one can't.
 
     Only `ToTensor` and item resizes that output a tensor (`to_tensor`) or a pending window (`lazy`)
@@ -141,7 +141,7 @@ def _stock_decoder(ts: list) -> type | None:
 def _fast_decoders(type_tfms: list[list], item_tfms: list, on_device: bool = False) -> list[list]:
     """Replace `PILImage.create`-style decoders by `DecodeImage` (or `ReadEncoded` when decoding on the
     device) where every item transform allows it."""
-    min_size = _decode_min_size(item_tfms)
+    min_size = decode_min_size(item_tfms)
     if min_size is False:
         if on_device:
             raise ValueError(

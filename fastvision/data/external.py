@@ -11,8 +11,11 @@ import shutil
 import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +36,8 @@ __all__ = [
 ]
 
 _S3 = "https://s3.amazonaws.com/fast-ai-"
-_FMNIST = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+# The official files over https (the S3 website endpoint in Zalando's README serves plain http only).
+_FMNIST = "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"
 
 
 class URLs:
@@ -46,12 +50,25 @@ class URLs:
     IMAGENETTE_160 = f"{_S3}imageclas/imagenette2-160.tgz"
     IMAGENETTE_320 = f"{_S3}imageclas/imagenette2-320.tgz"
     IMAGEWOOF_160 = f"{_S3}imageclas/imagewoof2-160.tgz"
-    CIFAR = f"{_S3}imageclas/cifar10.tgz"
+    CIFAR = f"{_S3}sample/cifar10.tgz"
     FASHION_MNIST = _FMNIST  # a folder of four IDX files rather than one archive
 
 
-# (size in bytes, sha256 or None) of archives whose integrity we know.
-CHECKS: dict[str, tuple[int, str | None]] = {URLs.PETS: (811706944, None)}
+# (size in bytes, md5) of the files, as published by fastai (fastai/data/checks.txt) and Zalando.
+CHECKS: dict[str, tuple[int, str]] = {
+    URLs.PETS: (811706944, "e4db5c768afd933bb91f5f594d7417a4"),
+    URLs.MNIST_SAMPLE: (3214948, "2dbc7ec6f9259b583af0072c55816a88"),
+    URLs.MNIST_TINY: (342207, "56143e8f24db90d925d82a5a74141875"),
+    URLs.IMAGENETTE: (1557161267, "2c774ecb40005b35d7937d50f5d42336"),
+    URLs.IMAGENETTE_160: (99003388, "c475f8f7617a200ba35b9facc48443c3"),
+    URLs.IMAGENETTE_320: (341663724, "1f1f74f133caff120e575856659b87a2"),
+    URLs.IMAGEWOOF_160: (92612825, "3559b194123981a540b87132dbda412f"),
+    URLs.CIFAR: (168168549, "a5f8c31371b63a406b23368042812d3c"),
+    f"{_FMNIST}train-images-idx3-ubyte.gz": (26421880, "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+    f"{_FMNIST}train-labels-idx1-ubyte.gz": (29515, "25c81989df183df01b3e8a0aad5dffbe"),
+    f"{_FMNIST}t10k-images-idx3-ubyte.gz": (4422102, "bef4ecab320f06d8554ea6380940ec79"),
+    f"{_FMNIST}t10k-labels-idx1-ubyte.gz": (5148, "bb300cfdad3c16e7a12a480ee83cd310"),
+}
 
 FASHION_MNIST_FILES = (
     "train-images-idx3-ubyte.gz",
@@ -60,8 +77,17 @@ FASHION_MNIST_FILES = (
     "t10k-labels-idx1-ubyte.gz",
 )
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -78,9 +104,14 @@ def _offline_error(url: str, dest: Path, err: Exception) -> ConnectionError:
 
 
 def download_url(
-    url: str, dest: str | Path, size: int | None = None, sha256: str | None = None, timeout: float = 10.0,
+    url: str,
+    dest: str | Path,
+    size: int | None = None,
+    sha256: str | None = None,
+    timeout: float = 10.0,
     show_progress: bool = True,
-) -> Path:  # fmt: skip
+    md5: str | None = None,
+) -> Path:
     """Download `url` to `dest` atomically, resuming a previous partial download, and check it.
 
     Args:
@@ -90,6 +121,7 @@ def download_url(
         sha256: expected hex digest (None: not checked).
         timeout: seconds to wait for the server before failing.
         show_progress: draw a fastprogress bar.
+        md5: expected hex digest, where that is what the publisher gives (None: not checked).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -126,7 +158,7 @@ def download_url(
                 raise ConnectionError(
                     f"Download of {url} stopped at {done} of {total} bytes. Run again to resume from '{part}'."
                 )
-    _check(part, url, size, sha256)
+    _check(part, url, size, sha256, md5)
     os.replace(part, dest)
     return dest
 
@@ -143,7 +175,7 @@ def _progress(total: int, url: str):
         return None
 
 
-def _check(path: Path, url: str, size: int | None, sha256: str | None) -> None:
+def _check(path: Path, url: str, size: int | None, sha256: str | None, md5: str | None = None) -> None:
     got = path.stat().st_size
     if size is not None and got != size:
         path.unlink()
@@ -151,16 +183,29 @@ def _check(path: Path, url: str, size: int | None, sha256: str | None) -> None:
             f"Downloaded {url} is {got} bytes, expected {size}: the file is corrupt or the server has a new "
             "version. The partial file was removed; run again, or pass force_download=True."
         )
-    if sha256 is not None:
-        h = hashlib.sha256()
+    for name, want in (("sha256", sha256), ("md5", md5)):
+        if want is None:
+            continue
+        h = hashlib.new(name)
         with open(path, "rb") as f:
             while chunk := f.read(1 << 20):
                 h.update(chunk)
-        if h.hexdigest() != sha256:
+        if h.hexdigest() != want:
             path.unlink()
             raise OSError(
-                f"Downloaded {url} has sha256 {h.hexdigest()}, expected {sha256}: the file is corrupt."
+                f"Downloaded {url} has {name} {h.hexdigest()}, expected {want}: the file is corrupt."
             )
+
+
+def _dataset_name(url: str) -> str:
+    """The archive's file name in `url` (query and fragment ignored); refuse names that are not a file name."""
+    fname = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
+    if fname in ("", ".", "..") or "/" in fname or "\\" in fname or fname.startswith("."):
+        raise ValueError(
+            f"Cannot name a dataset after {url!r}: its last path part {fname!r} is not a file name. Pass the "
+            "address of the archive itself, e.g. https://host/path/data.tgz."
+        )
+    return fname
 
 
 def _stem(fname: str) -> str:
@@ -170,12 +215,49 @@ def _stem(fname: str) -> str:
     return fname
 
 
-def _extract(archive: Path, dest: Path) -> None:
-    """Extract `archive` into `dest` (created atomically); the archive's single top folder becomes `dest`."""
+_CORRUPT = (
+    tarfile.ReadError,
+    tarfile.CompressionError,
+    zipfile.BadZipFile,
+    EOFError,
+    zlib.error,
+    gzip.BadGzipFile,
+)
+
+
+def _capped(t: tarfile.TarFile, limit: int, archive: Path) -> Iterator[tarfile.TarInfo]:
+    """Yield the members of `t` while their total size stays under `limit` bytes."""
+    total = 0
+    for m in t:
+        total += m.size if m.isreg() else 0
+        if total > limit:
+            raise ValueError(_too_big(archive, total, limit))
+        yield m
+
+
+def _too_big(archive: Path, total: int, limit: int) -> str:
+    return (
+        f"Refusing to extract {archive}: it expands to more than {limit:,} bytes ({total:,} so far), over "
+        f"max_expansion times its size of {archive.stat().st_size:,} bytes, or the free disk space. If you "
+        "trust it, pass a larger max_expansion to untar_data (and check the free space)."
+    )
+
+
+def _extract(archive: Path, dest: Path, max_expansion: float) -> None:
+    """Extract `archive` into `dest` (created atomically); the archive's single top folder becomes `dest`.
+
+    Refuses members outside the folder, links and devices pointing out of it, and archives expanding to
+    more than `max_expansion` times their size (or than the free disk space).
+    """
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
+    free = shutil.disk_usage(dest.parent).free
+    limit = int(min(max(max_expansion * archive.stat().st_size, 1 << 20), free))
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as z:
+                total = sum(i.file_size for i in z.infolist())
+                if total > limit:
+                    raise ValueError(_too_big(archive, total, limit))
                 for m in z.namelist():
                     if Path(m).is_absolute() or ".." in Path(m).parts:
                         raise ValueError(
@@ -183,21 +265,32 @@ def _extract(archive: Path, dest: Path) -> None:
                         )
                 z.extractall(tmp)
         else:
-            with tarfile.open(archive) as t:
-                t.extractall(tmp, filter="data")  # rejects absolute paths, '..' and device files
+            with tarfile.open(archive) as t:  # the data filter rejects absolute paths, '..', outside links
+                t.extractall(tmp, members=_capped(t, limit, archive), filter="data")
         entries = list(tmp.iterdir())
-        src = entries[0] if len(entries) == 1 and entries[0].is_dir() else tmp
+        one_dir = len(entries) == 1 and entries[0].is_dir() and not entries[0].is_symlink()
+        src = entries[0] if one_dir else tmp
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(src, dest)
+    except _CORRUPT as e:
+        archive.unlink(missing_ok=True)  # else every later call would fail on the same bad file
+        raise ValueError(
+            f"{archive} is not a valid archive ({type(e).__name__}: {' '.join(str(e).split())}); the server may have sent an error "
+            "page. The file was removed: run again to download it anew."
+        ) from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def untar_data(
-    url: str, archive: str | Path | None = None, data: str | Path | None = None, force_download: bool = False,
+    url: str,
+    archive: str | Path | None = None,
+    data: str | Path | None = None,
+    force_download: bool = False,
     timeout: float = 10.0,
-) -> Path:  # fmt: skip
+    max_expansion: float = 100.0,
+) -> Path:
     """Download (with resume and checks) and extract `url` into the cache; return the extracted folder.
 
     Args:
@@ -206,20 +299,21 @@ def untar_data(
         data: folder for extracted data (default `fastvision_home()/data`).
         force_download: download and extract again even if present.
         timeout: seconds to wait for the server.
+        max_expansion: refuse an archive whose files add up to more than this many times its size (100).
     """
     home = fastvision_home()
     archive = Path(archive) if archive else home / "archive"
     data = Path(data) if data else home / "data"
-    fname = url.rstrip("/").rsplit("/", 1)[-1]
+    fname = _dataset_name(url)
     dest = data / _stem(fname)
     if dest.exists() and not force_download:
         return dest
     data.mkdir(parents=True, exist_ok=True)
     arch = archive / fname
-    size, sha = CHECKS.get(url, (None, None))
+    size, md5 = CHECKS.get(url, (None, None))
     if force_download or not arch.exists():
-        download_url(url, arch, size=size, sha256=sha, timeout=timeout)
-    _extract(arch, dest)
+        download_url(url, arch, size=size, md5=md5, timeout=timeout)
+    _extract(arch, dest, max_expansion)
     return dest
 
 
@@ -252,8 +346,9 @@ def fashion_mnist_dir(download: bool = True, timeout: float = 10.0) -> Path:
         )
     for f in FASHION_MNIST_FILES:
         if not (cache / f).exists():
+            size, md5 = CHECKS[URLs.FASHION_MNIST + f]
             try:
-                download_url(URLs.FASHION_MNIST + f, cache / f, timeout=timeout)
+                download_url(URLs.FASHION_MNIST + f, cache / f, size=size, md5=md5, timeout=timeout)
             except ConnectionError as e:
                 raise ConnectionError(
                     f"{e}\nAlternatively: `apt-get install dataset-fashion-mnist` puts the files in "
