@@ -10,7 +10,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..utils import default_device  # noqa: F401  (old import path, kept for code written against it)
 from ..vision.lazy import PendingImage, collate_pending
 
 __all__ = ["collate", "item_path"]
