@@ -5,16 +5,21 @@ schedule (`torch.optim.lr_scheduler.OneCycleLR` in the hand loop) for one epoch,
 the test set, from the same in-memory tensors (TensorDataset + torch DataLoader, num_workers=0),
 same batch size and seed. Runs alternate (hand, learner, learner, hand, ...) in one process; the
 script prints each time, the medians and the ratio (goal: <= 1.05x). A second part times a
-near-empty training step, where the loop itself dominates, and reports the overhead per batch.
+near-empty training step, where the loop itself dominates, and reports the overhead per batch. A
+third part ("tiny problems") times 1,000 full-batch epochs of a 2-16-1 MLP on 800 points with a test
+pass each epoch (goal: Learner within 2x of the hand loop), where the fixed per-epoch cost dominates.
 
     python bench/overhead.py            # full: 60k train / 10k test images, 2 runs each
     python bench/overhead.py --quick    # 8k / 2k images
+    python bench/overhead.py --only mlp # the tiny-problem workload alone
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
+import io
 import statistics
 import struct
 import sys
@@ -27,7 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from fastvision.data.load import DataLoader as FVDataLoader
+from fastvision.data.load import DataLoaders
 from fastvision.learner import Learner
+from fastvision.metrics import accuracy as fv_accuracy
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -191,6 +199,102 @@ def loop_overhead(n_batches: int = 400, repeats: int = 7) -> tuple[float, float]
     return min(hands) / n, min(learners) / n
 
 
+def moons(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two interleaved half circles with noise: `(n, 2)` points and `(n, 1)` float labels."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    t = torch.rand(n, generator=g) * torch.pi
+    x = torch.stack([torch.cos(t) + y * 1.0, torch.sin(t) * (1 - 2 * y) + y * 0.5], 1)
+    return x + 0.1 * torch.randn(n, 2, generator=g), y[:, None].float()
+
+
+def make_mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 1))
+
+
+def mlp_opt(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """AdamW as the Learner's default builds it: fastai's betas/eps, no weight decay on biases."""
+    decay = [p for n, p in model.named_parameters() if not n.endswith("bias")]
+    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias")]
+    groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01)
+
+
+def mlp_hand(data: tuple[torch.Tensor, ...], epochs: int, lr: float) -> tuple[float, float]:
+    """Full-batch training, one test pass per epoch, each epoch's losses and accuracy read as floats."""
+    x, y, xv, yv = data
+    torch.manual_seed(0)
+    model = make_mlp()
+    opt = mlp_opt(model, lr)
+    history = []
+    start = time.perf_counter()
+    for _ in range(epochs):
+        model.train()
+        loss = F.binary_cross_entropy_with_logits(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        model.eval()
+        with torch.no_grad():
+            out = model(xv)
+            valid_loss = F.binary_cross_entropy_with_logits(out, yv)
+            acc = ((out > 0).float() == yv).float().mean()
+        history.append((loss.item(), valid_loss.item(), acc.item()))
+    return time.perf_counter() - start, history[-1][-1]
+
+
+def mlp_learner(dls, epochs: int, lr: float) -> tuple[float, float]:
+    """The same through `Learner.fit` with the default callbacks and `accuracy`; the table goes to a buffer."""
+    torch.manual_seed(0)
+    learn = Learner(dls, make_mlp(), loss_func=nn.BCEWithLogitsLoss(), metrics=fv_accuracy, lr=lr)
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):  # a plain line per epoch (off a TTY), not shown
+        learn.fit(epochs)
+    return time.perf_counter() - start, learn.recorder.values[-1][-1]
+
+
+def tiny_problem(epochs: int = 1000, repeats: int = 5, lr: float = 1e-2) -> None:
+    """1,000 full-batch epochs of a 2-16-1 MLP on 800 points (200 test points): ms per epoch, medians.
+
+    The Learner reads the same in-memory batch each epoch (`dls.train = [(x, y)]`, as the hand loop
+    uses `x, y`); a third line uses fastvision `DataLoader`s over `TensorDataset`s (bs 800, no shuffle,
+    main process; `epochs // 5` epochs, it is slow) to show what the loader adds per epoch.
+    """
+    x, y = moons(800, 0)
+    xv, yv = moons(200, 1)
+    data = (x, y, xv, yv)
+    in_memory = DLs([(x, y)], [(xv, yv)])
+    fv_dls = DataLoaders(
+        FVDataLoader(TensorDataset(x, y), bs=800, num_workers=0, device="cpu"),
+        FVDataLoader(TensorDataset(xv, yv), bs=800, num_workers=0, device="cpu"),
+    )
+    times: dict[str, list[float]] = {"hand": [], "learner": [], "learner+loader": []}
+    accs: dict[str, float] = {}
+    mlp_hand(data, 20, lr), mlp_learner(in_memory, 20, lr)  # warm up
+    for i in range(repeats):
+        kinds = ["hand", "learner", "learner+loader"]
+        for kind in kinds if i % 2 == 0 else kinds[::-1]:
+            n = epochs // 5 if kind == "learner+loader" else epochs
+            if kind == "hand":
+                t, acc = mlp_hand(data, n, lr)
+            else:
+                t, acc = mlp_learner(in_memory if kind == "learner" else fv_dls, n, lr)
+            times[kind].append(t / n)
+            accs[kind] = acc
+    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    print(f"MLP 2-16-1, 800 points, {epochs} full-batch epochs + test pass, median of {repeats}:")
+    print(f"  hand loop {med['hand']:.3f} ms/epoch (acc {accs['hand']:.3f})")
+    print(f"  Learner.fit {med['learner']:.3f} ms/epoch (acc {accs['learner']:.3f}), in-memory batch")
+    print(
+        f"  Learner.fit {med['learner+loader']:.3f} ms/epoch with fastvision DataLoaders over TensorDataset "
+        f"({epochs // 5} epochs)"
+    )
+    print(
+        f"MLP ratio: Learner {med['learner'] / med['hand']:.2f}x the hand loop (goal <= 2x); with the "
+        f"fastvision loader {med['learner+loader'] / med['hand']:.2f}x"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -199,11 +303,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="runs of each loop, alternating (2)")
     parser.add_argument("--bs", type=int, default=128, help="batch size (128)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--only", choices=("all", "cnn", "step", "mlp"), default="all", help="run one part (all)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     # The first optimizer built in a process imports torch._dynamo (seconds): do it before timing.
     torch.optim.AdamW(nn.Linear(1, 1).parameters())
+    if args.only == "mlp":
+        return tiny_problem()
     if not (FMNIST / "train-images-idx3-ubyte.gz").exists():
         sys.exit(f"Fashion-MNIST not found in {FMNIST} (apt-get install dataset-fashion-mnist).")
     n_train, n_valid = (8000, 2000) if args.quick else (None, None)
@@ -211,14 +320,18 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(data[0])} train / {len(data[2])} test"
     )
-    print(f"CNN, AdamW one-cycle lr 3e-3, bs {args.bs}, 1 epoch, {args.repeats} runs each, alternating")
-    h, le = compare(make_cnn, data, args.bs, 3e-3, args.repeats)
-    print(f"CNN median: hand loop {h:.2f}s, Learner {le:.2f}s, ratio {le / h:.3f}x (goal <= 1.05x)")
-    hb, lb = loop_overhead()
-    print(
-        f"Loop-bound step (Linear(8, 2), bs 4, min of 7): hand {hb * 1e6:.0f} us/batch, Learner {lb * 1e6:.0f} "
-        f"us/batch: Learner overhead {(lb - hb) * 1e6:.0f} us per batch"
-    )
+    if args.only in ("all", "cnn"):
+        print(f"CNN, AdamW one-cycle lr 3e-3, bs {args.bs}, 1 epoch, {args.repeats} runs each, alternating")
+        h, le = compare(make_cnn, data, args.bs, 3e-3, args.repeats)
+        print(f"CNN median: hand loop {h:.2f}s, Learner {le:.2f}s, ratio {le / h:.3f}x (goal <= 1.05x)")
+    if args.only in ("all", "step"):
+        hb, lb = loop_overhead()
+        print(
+            f"Loop-bound step (Linear(8, 2), bs 4, min of 7): hand {hb * 1e6:.0f} us/batch, Learner "
+            f"{lb * 1e6:.0f} us/batch: Learner overhead {(lb - hb) * 1e6:.0f} us per batch"
+        )
+    if args.only in ("all", "mlp"):
+        tiny_problem()
 
 
 if __name__ == "__main__":

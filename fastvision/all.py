@@ -22,6 +22,7 @@ from torchvision.models import (
 from .callback.core import *
 from .callback.fp16 import *
 from .callback.loggers import *
+from .callback.mixup import *
 from .callback.progress import *
 from .callback.recorder import *
 from .callback.resume import *
@@ -39,6 +40,7 @@ from .learner import *
 from .losses import *
 from .metrics import *
 from .optimizer import *
+from .plots import *
 from .testing import *
 from .transform import *
 from .vision.augment import *

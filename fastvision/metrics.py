@@ -90,14 +90,25 @@ class AvgMetric(Metric):
         """Add `func(pred, *yb) * bs` to the running total (a device tensor; no host sync)."""
         bs = learn.yb[0].shape[0]
         v = self.func(learn.pred, *learn.yb)
-        v = v.detach().float() if isinstance(v, Tensor) else float(v)
-        self.total = self.total + v * bs
+        if isinstance(v, Tensor):
+            v = v.detach() if v.requires_grad else v
+            v = v if v.dtype == torch.float32 else v.float()
+            if isinstance(self.total, Tensor):  # one op per batch: total += v * bs
+                self.total = self.total.add(v, alpha=bs)
+            else:
+                self.total = v * bs if self.total == 0.0 else v * bs + self.total
+        else:
+            self.total = self.total + float(v) * bs
         self.count += bs
 
     @property
     def value(self) -> float | None:
         """The dataset-level mean, read from the device once (None before any batch)."""
-        return _to_float(self.total / self.count) if self.count else None
+        if not self.count:
+            return None
+        if isinstance(self.total, Tensor) and self.total.ndim == 0:
+            return self.total.item() / self.count  # one read, no device op
+        return _to_float(self.total / self.count)
 
     @property
     def name(self) -> str:
@@ -274,7 +285,7 @@ def _class_indices(inp: Tensor, targ: Tensor, axis: int = -1, thresh: float = 0.
     """
     finite = torch.isfinite(inp)
     if _is_binary(inp, targ, axis):
-        pred = (inp > thresh).long()
+        return torch.where(finite, inp > thresh, -1)  # 0/1, or -1 for nan/inf (int64)
     else:
         pred = inp.argmax(dim=axis)
         finite = finite.all(dim=axis)

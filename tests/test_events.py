@@ -93,6 +93,26 @@ def test_fit_events():
     assert log.events == expected
 
 
+@pytest.mark.parametrize("cb", ["MixUp", "CutMix"])
+def test_mix_callbacks_keep_the_event_order(cb):
+    from fastvision.callback import mixup
+
+    x, y = torch.randn(12, 1, 4, 4), torch.randint(0, 2, (12,))  # images: CutMix pastes boxes
+    events = []
+    for extra in ([], [getattr(mixup, cb)()]):
+        learn, log = make_learner()
+        learn.dls = DLs(
+            DataLoader(TensorDataset(x[:8], y[:8]), batch_size=4),
+            DataLoader(TensorDataset(x[8:], y[8:]), batch_size=4),
+        )
+        learn.model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+        learn.add_cbs(extra)
+        log.events.clear()
+        learn.fit(1)
+        events.append(list(log.events))
+    assert events[1] == events[0] and events[0][:3] == ["before_fit", "before_epoch", "before_train"]
+
+
 def test_validate_and_get_preds_events():
     learn, log = make_learner()
     expected = ["before_fit", "before_epoch", *VALID_PHASE, "after_epoch", "after_fit"]

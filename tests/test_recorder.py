@@ -196,3 +196,88 @@ def test_lr_find_rows_hold_only_the_train_loss():
     learn.lr_find(num_it=2 * n + 1, show_plot=False, stop_div=False)
     assert len(learn.recorder.values) == 2
     assert all(len(row) == 1 for row in learn.recorder.values)
+
+
+def test_plot_metrics_has_a_loss_axes_and_one_per_metric():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    learn = make_learner(metrics=accuracy)
+    with learn.no_logging():
+        learn.fit(3)
+    fig = learn.recorder.plot_metrics()
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy"]
+    loss_ax, acc_ax = fig.axes
+    assert [line.get_label() for line in loss_ax.lines] == ["train_loss", "valid_loss"]
+    values = learn.recorder.values
+    for line, col in zip(loss_ax.lines, (0, 1)):
+        assert list(line.get_xdata()) == [0, 1, 2]
+        assert list(line.get_ydata()) == pytest.approx([row[col] for row in values])
+    assert list(acc_ax.lines[0].get_ydata()) == pytest.approx([row[2] for row in values])
+    fig = learn.recorder.plot_metrics(nrows=2, ncols=2)
+    assert len(fig.axes) == 2  # the unused cells are removed
+    with pytest.raises(ValueError, match=r"a 1x1 grid cannot hold 2 plots"):
+        learn.recorder.plot_metrics(nrows=1, ncols=1)
+    with pytest.raises(ValueError, match="nothing recorded yet"):
+        make_learner().recorder.plot_metrics()
+
+
+def test_plot_metrics_with_train_metrics_and_no_metric():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    learn = make_learner(metrics=accuracy, cbs=Recorder(train_metrics=True))
+    with learn.no_logging():
+        learn.fit(2)
+    titles = [ax.get_title() for ax in learn.recorder.plot_metrics().axes]
+    assert titles == ["loss", "train_accuracy", "valid_accuracy"]
+    learn = make_learner()
+    with learn.no_logging():
+        learn.fit(1)
+    (ax,) = learn.recorder.plot_metrics().axes
+    assert [line.get_label() for line in ax.lines] == ["train_loss", "valid_loss"]
+
+
+def _printed_epochs(out):
+    lines = out.splitlines()
+    assert lines[0].split()[0] == "epoch"
+    return [int(line.split()[0]) for line in lines[1:]]
+
+
+@pytest.mark.parametrize(
+    "n_epoch, every, expected",
+    [
+        (10, 3, [0, 3, 6, 9]),
+        (11, 5, [0, 5, 10]),
+        (12, 5, [0, 5, 10, 11]),
+        (4, 1, [0, 1, 2, 3]),
+        (3, 10, [0, 2]),
+    ],
+)
+def test_show_every_prints_every_nth_epoch_and_the_last(capsys, n_epoch, every, expected):
+    learn = make_learner(n_train=4, n_valid=2, cbs=ProgressCallback(show_every=every))
+    learn.fit(n_epoch)
+    assert _printed_epochs(capsys.readouterr().out) == expected
+    assert len(learn.recorder.values) == n_epoch  # the history keeps every epoch
+
+
+def test_show_every_prints_the_last_epoch_when_the_fit_is_stopped(capsys):
+    from fastvision.callback.core import CancelFitException
+
+    class StopAt(Callback):
+        order = 70
+
+        def after_epoch(self):
+            if self.learn.epoch == 6:
+                raise CancelFitException()
+
+    learn = make_learner(n_train=4, n_valid=2, cbs=[ProgressCallback(show_every=5), StopAt()])
+    learn.fit(20)
+    assert _printed_epochs(capsys.readouterr().out) == [0, 5, 6]
+
+
+def test_show_every_is_checked():
+    with pytest.raises(ValueError, match=r"show_every=0 must be an int >= 1"):
+        ProgressCallback(show_every=0)
+    with pytest.raises(ValueError, match=r"show_every=2.5 must be an int >= 1"):
+        ProgressCallback(show_every=2.5)

@@ -38,16 +38,27 @@ def format_row(values: list[Any], widths: list[int] | None = None) -> tuple[str,
 class ProgressCallback(Callback):
     """Show progress bars (notebook or terminal) and write the metrics table through `learn.logger`.
 
+    For runs of hundreds of tiny epochs, `show_every=N` writes the table row of every N-th epoch only
+    (epochs 0, N, 2N, ...) and always the last epoch of the fit (also when a callback stops it early);
+    the header and status messages are always written, and `learn.recorder.values` keeps every epoch.
+
     Args:
         mode: 'auto' (HTML in notebooks, bars on a TTY, plain lines otherwise), 'bar' or 'plain'.
+        show_every: write the row of every `show_every`-th epoch (1: every epoch).
     """
 
     order = 60
 
-    def __init__(self, mode: str = "auto") -> None:
+    def __init__(self, mode: str = "auto", show_every: int = 1) -> None:
         if mode not in ("auto", "bar", "plain"):
             raise ValueError(f"ProgressCallback mode={mode!r} is not one of 'auto', 'bar', 'plain'.")
-        self.mode = mode
+        if not isinstance(show_every, int) or isinstance(show_every, bool) or show_every < 1:
+            raise ValueError(
+                f"ProgressCallback show_every={show_every!r} must be an int >= 1 (1 writes every epoch, "
+                "100 every 100th epoch and the last)."
+            )
+        self.mode, self.show_every = mode, show_every
+        self._held_row: list[Any] | None = None
 
     def _bars(self) -> tuple[Any, Any] | None:
         if self.mode == "plain":
@@ -65,6 +76,7 @@ class ProgressCallback(Callback):
         learn = self.learn
         self._old_logger = learn.logger
         self._widths: list[int] | None = None
+        self._held_row = None
         if learn.logger is _noop:  # no_logging(): no table, no bars
             self.mbar = self.pbar = None
             return
@@ -127,7 +139,10 @@ class ProgressCallback(Callback):
             self.pbar = None
 
     def after_fit(self) -> None:
-        """Close the bars and give `learn.logger` back."""
+        """Write the last epoch's row if `show_every` held it back, close the bars, give `learn.logger` back."""
+        if self._held_row is not None and hasattr(self, "_old_logger"):
+            row, self._held_row = self._held_row, None
+            self._write_row(row)
         self._close_pbar()
         if getattr(self, "mbar", None) is not None:
             self.mbar.on_iter_end()
@@ -137,7 +152,24 @@ class ProgressCallback(Callback):
             del self._old_logger
 
     def _write_stats(self, log: list[Any] | str) -> None:
-        """Write a table row (a list) or a status message (a string, e.g. from `ReduceLROnPlateau`)."""
+        """Write a table row (a list) or a status message (a string, e.g. from `ReduceLROnPlateau`).
+
+        With `show_every > 1` an epoch row is held back unless its epoch is a multiple of `show_every`
+        or the last of the fit; a held row is written at the end of the fit if it is the last one.
+        """
+        if self.show_every > 1 and not isinstance(log, str) and self._is_epoch_row(log):
+            epoch = log[0]
+            if epoch % self.show_every and epoch != self.learn.n_epoch - 1:
+                self._held_row = list(log)
+                return
+            self._held_row = None
+        self._write_row(log)
+
+    def _is_epoch_row(self, log: list[Any]) -> bool:
+        """An epoch row starts with the epoch number (the header starts with the name 'epoch')."""
+        return bool(log) and isinstance(log[0], int) and not isinstance(log[0], bool)
+
+    def _write_row(self, log: list[Any] | str) -> None:
         nb = self.mbar is not None and self._mcls.__name__.startswith("NB")
         if isinstance(log, str):
             if nb:

@@ -32,8 +32,22 @@ def _batch_size(learn: Any) -> int:
     return b.shape[0] if hasattr(b, "shape") and len(b.shape) else len(b)
 
 
+def _scalar_loss(loss: Any) -> torch.Tensor:
+    """The loss as a detached 0-d float32 tensor (mean of a per-item loss); no new op when it already is one."""
+    if not isinstance(loss, torch.Tensor):
+        return torch.tensor(float(loss))
+    if loss.requires_grad:
+        loss = loss.detach()
+    return loss if loss.ndim == 0 and loss.dtype == torch.float32 else loss.float().mean()
+
+
 class _SmoothLoss:
-    """Exponential moving average of the training loss, debiased: `v = beta*v + (1-beta)*loss`, shown `v/(1-beta**n)`."""
+    """Exponential moving average of the training loss, debiased: `v = beta*v + (1-beta)*loss`, shown `v/(1-beta**n)`.
+
+    The debiased value `s = v/(1-beta**n)` is kept directly, updated with one op per batch:
+    `s = lerp(s, loss, w)` with `w = (1-beta)/(1-beta**n)` (`w = 1` for the first batch). `val`, the
+    biased `v`, is derived from it (checkpoints store `(count, val)`).
+    """
 
     name = "train_loss"
 
@@ -42,16 +56,34 @@ class _SmoothLoss:
         self.reset()
 
     def reset(self) -> None:
-        self.count, self.val = 0, None
+        self.count, self._debiased = 0, None
 
     def accumulate(self, learn: Any) -> None:
-        loss = learn.loss.detach().float().mean()
+        loss = _scalar_loss(learn.loss)
         self.count += 1
-        self.val = loss * (1 - self.beta) if self.val is None else torch.lerp(loss, self.val, self.beta)
+        if self._debiased is None:
+            self._debiased = loss.clone()
+        else:
+            weight = (1 - self.beta) / (1 - self.beta**self.count)
+            self._debiased = torch.lerp(self._debiased, loss, weight)
+
+    @property
+    def val(self) -> Any:
+        """The biased moving average `v` (None before the first batch)."""
+        if self._debiased is None:
+            return None
+        return self._debiased * (1 - self.beta**self.count)
+
+    @val.setter
+    def val(self, v: Any) -> None:
+        if v is None or not self.count:
+            self._debiased = None
+        else:
+            self._debiased = torch.as_tensor(v) / (1 - self.beta**self.count)
 
     @property
     def value(self) -> Any:
-        return self.val / (1 - self.beta**self.count) if self.count else None
+        return self._debiased if self.count else None
 
 
 class _AvgLoss:
@@ -64,12 +96,20 @@ class _AvgLoss:
 
     def accumulate(self, learn: Any) -> None:
         bs = _batch_size(learn)
-        self.total = self.total + learn.loss.detach().float().mean() * bs
+        loss = _scalar_loss(learn.loss)
+        if isinstance(self.total, torch.Tensor):  # one op per batch: total += loss * bs
+            self.total = self.total.add(loss, alpha=bs)
+        else:
+            self.total = loss * bs + self.total if self.total else loss * bs
         self.count += bs
 
     @property
     def value(self) -> Any:
-        return self.total / self.count if self.count else None
+        if not self.count:
+            return None
+        if isinstance(self.total, torch.Tensor) and self.total.ndim == 0:
+            return self.total.item() / self.count  # one read, no device op
+        return self.total / self.count
 
 
 class Recorder(Callback):
@@ -102,6 +142,7 @@ class Recorder(Callback):
         self.loss = _AvgLoss()
         self.lrs: list[float] = []
         self._losses: list[Any] = []
+        self._n_flushed = 0  # _losses[:_n_flushed] are floats already
         self.iters: list[int] = []
         self.values: list[list[Any]] = []
         self.hps: dict[str, list[Any]] = {}
@@ -114,11 +155,16 @@ class Recorder(Callback):
         return self._losses
 
     def _flush(self) -> None:
-        pending = [i for i, v in enumerate(self._losses) if isinstance(v, torch.Tensor)]
-        if pending:
+        """Turn the device losses appended since the last flush into floats (one read)."""
+        start = min(self._n_flushed, len(self._losses))
+        pending = [i for i in range(start, len(self._losses)) if isinstance(self._losses[i], torch.Tensor)]
+        if len(pending) == 1:  # one batch per epoch (full-batch training): one read, no stack
+            self._losses[pending[0]] = self._losses[pending[0]].item()
+        elif pending:
             vals = torch.stack([self._losses[i] for i in pending]).tolist()
             for i, v in zip(pending, vals):
                 self._losses[i] = v
+        self._n_flushed = len(self._losses)
 
     @property
     def metric_names(self) -> list[str]:
@@ -138,6 +184,7 @@ class Recorder(Callback):
         if not self._fitting():
             return
         self.lrs, self._losses, self.iters, self.values, self.hps = [], [], [], [], {}
+        self._n_flushed = 0
         self.smooth_loss.reset()
         self.learn.smooth_loss = torch.tensor(float("nan"))
 
@@ -244,6 +291,53 @@ class Recorder(Callback):
         ax.set_xlabel("batch")
         ax.set_ylabel("loss")
         return ax
+
+    def plot_metrics(
+        self, nrows: int | None = None, ncols: int | None = None, figsize: tuple[float, float] | None = None
+    ) -> Any:
+        """Plot every recorded column per epoch: train and valid loss together, then one axes per metric.
+
+        Returns the figure (axes in `fig.axes`: 'loss' first, then the metrics in column order; unused
+        grid cells are removed). Epochs whose value is missing (a cancelled validation) or not a number are left out.
+
+        Args:
+            nrows, ncols: the grid (default: 2 columns, or fewer when there are fewer plots).
+            figsize: the figure size (default: 4 x 3 inches per axes).
+        """
+        import matplotlib.pyplot as plt
+
+        if not self.values:
+            raise ValueError("plot_metrics: nothing recorded yet; run `learn.fit(...)` first.")
+        names = [n for n in self.metric_names if n not in ("epoch", "time")]
+        columns = {
+            n: [(e, row[i]) for e, row in enumerate(self.values) if i < len(row)] for i, n in enumerate(names)
+        }
+        columns = {n: [(e, v) for e, v in pts if isinstance(v, (int, float))] for n, pts in columns.items()}
+        losses = [n for n in names if n in ("train_loss", "valid_loss")]
+        others = [n for n in names if n not in losses]
+        n_plots = 1 + len(others)
+        ncols = ncols or min(2, n_plots)
+        nrows = nrows or -(-n_plots // ncols)
+        if nrows * ncols < n_plots:
+            raise ValueError(
+                f"plot_metrics: a {nrows}x{ncols} grid cannot hold {n_plots} plots ({['loss', *others]})."
+            )
+        fig, axs = plt.subplots(nrows, ncols, figsize=figsize or (4 * ncols, 3 * nrows), squeeze=False)
+        flat = list(axs.flat)
+        for ax, group in zip(flat, [losses, *[[n] for n in others]]):
+            for n in group:
+                pts = columns[n]
+                ax.plot(
+                    [e for e, _ in pts], [v for _, v in pts], marker="." if len(pts) < 30 else None, label=n
+                )
+            ax.set_title("loss" if group is losses else group[0])
+            ax.set_xlabel("epoch")
+            if group is losses:
+                ax.legend()
+        for ax in flat[n_plots:]:
+            ax.remove()
+        fig.tight_layout()
+        return fig
 
     def plot_sched(
         self, keys: Sequence[str] | None = None, figsize: tuple[float, float] | None = None

@@ -21,7 +21,7 @@ import traceback
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -164,7 +164,7 @@ class Fetcher(torch.utils.data.Dataset):
             return _marker(e, None, None)
 
 
-def raise_worker_error(err: WorkerError) -> None:
+def raise_worker_error(err: WorkerError) -> NoReturn:
     """Re-raise a worker's exception in the main process: same type and message, plus the item index."""
     exc, local = err.exc, err.exc is not None and err.exc.__traceback__ is not None
     if exc is not None and (err.index is None or _is_load_error(exc)):
