@@ -420,3 +420,22 @@ def test_datablock_end_to_end(pets_folder):
     tdl = dls.test_dl(files)
     (tb,) = next(iter(tdl))
     assert tb.shape[0] == 3 and tb.shape[-2:] == (24, 24)
+
+
+def test_tensor_dataset_fast_path_gives_the_per_item_batches():
+    x, y = torch.randn(50, 3), torch.randint(0, 4, (50,))
+    ds = torch.utils.data.TensorDataset(x, y)
+
+    class PerItem(torch.utils.data.Dataset):  # the same data, fetched item by item
+        def __len__(self):
+            return 50
+
+        def __getitem__(self, i):
+            return x[i], y[i]
+
+    fast = DataLoader(ds, bs=8, shuffle=True, num_workers=0, seed=5, device="cpu")
+    slow = DataLoader(PerItem(), bs=8, shuffle=True, num_workers=0, seed=5, device="cpu")
+    assert fast._fetcher._tensors is not None and slow._fetcher._tensors is None
+    for _ in range(2):
+        for (fx, fy), (sx, sy) in zip(fast, slow, strict=True):
+            assert torch.equal(fx, sx) and torch.equal(fy, sy)

@@ -379,9 +379,10 @@ class DataLoader:
             return None
         b = to_device(res.batch, self.device, non_blocking=self.pin_memory)
         b = tuple(decode_pending(o) if isinstance(o, PendingBatch) else o for o in b)
-        with seeded((res.request.seed + _BATCH_SALT) % 2**63):
-            for t in self._after_batch.tfms:
-                b = self._apply(t, b)
+        if self._after_batch.tfms:
+            with seeded((res.request.seed + _BATCH_SALT) % 2**63):
+                for t in self._after_batch.tfms:
+                    b = self._apply(t, b)
         return materialize_all(b)
 
     def __iter__(self) -> Iterator[tuple]:

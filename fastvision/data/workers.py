@@ -118,6 +118,14 @@ class Fetcher(torch.utils.data.Dataset):
         self.items = getattr(dataset, "items", None)
         self._cache: dict[int, Any] = {}
         self._bad: set[int] = set()
+        # In-memory tensors with nothing to do per item: one indexing op per batch instead of a Python loop
+        self._tensors = (
+            dataset.tensors
+            if isinstance(dataset, torch.utils.data.TensorDataset)
+            and not len(after_item)
+            and collate_fn is None
+            else None
+        )
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_cache": {}}  # a new worker starts with an empty cache
@@ -138,6 +146,9 @@ class Fetcher(torch.utils.data.Dataset):
         return self.after_item(s)
 
     def __getitem__(self, req: BatchRequest) -> Fetched | WorkerError:
+        if self._tensors is not None:
+            idx = torch.as_tensor(req.idxs)
+            return Fetched(tuple(t[idx] for t in self._tensors), req)
         bad: list[tuple[int, str]] = []
         used, samples = [], []
         with seeded(req.seed):
