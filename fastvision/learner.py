@@ -514,7 +514,7 @@ class Learner(CallbackHost):
         return self
 
     def export(self, fname: str | Path = "export", model_kwargs: dict | None = None) -> Path:
-        """Write pickle-free `<fname>.safetensors` + `<fname>.json` for `load_learner`; return the JSON path."""
+        """Write pickle-free `<fname>.json` + `<fname>.<hash>.safetensors` for `load_learner`; return the JSON path."""
         from .export import export
 
         return export(self, fname, model_kwargs)

@@ -317,3 +317,12 @@ def test_get_preds_rows_follow_the_readable_files_and_predict_refuses_a_bad_one(
     torch.testing.assert_close(preds, alone)
     with pytest.raises(ImageLoadError, match=BAD[1]):
         learn.predict(bad_pets / BAD[1])
+
+
+def test_close_stops_the_workers_and_the_next_epoch_starts_new_ones():
+    dl = DataLoader(Idx(16), bs=4, num_workers=2, seed=0)
+    first = [b[1] for b in dl]
+    workers = list(dl._torch_dl._iterator._workers)
+    dl.close()
+    assert all(not w.is_alive() for w in workers)
+    assert torch.equal(torch.cat([b[1] for b in dl]), torch.cat(first))

@@ -331,6 +331,10 @@ class DataLoader:
                 yield BatchRequest(k, list(idxs), (self._epoch_seed + k) % 2**63)
 
     # ----- iteration -----
+    def close(self) -> None:
+        """Stop this loader's worker processes now (they restart at the next iteration)."""
+        self._stop_workers()
+
     def _stop_workers(self) -> None:
         shutdown_workers(self._torch_dl)
         self._torch_dl = None
@@ -534,6 +538,11 @@ class DataLoaders:
                 for k, v in list(vars(t).items()):
                     if isinstance(v, torch.Tensor):
                         setattr(t, k, v.to(device))
+
+    def close(self) -> None:
+        """Stop the worker processes of every loader (they restart at the next iteration)."""
+        for dl in self.loaders:
+            dl.close()
 
     def to(self, device: torch.device | str) -> DataLoaders:
         """Move every loader to `device` and return self."""
