@@ -192,11 +192,7 @@ def _decode(fp: Any, path: str | Path | None, mode: str, min_hw: tuple[int, int]
         with _QUIET, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             im = Image.open(fp)
-        w, h = im.size
-        limit = MAX_IMAGE_PIXELS
-        if limit and w * h > limit:
-            reason = f"{w * h:,} pixels ({w} x {h}) is above MAX_IMAGE_PIXELS={limit:,}, a decompression-bomb guard"
-            raise ImageLoadError(path, reason, _BOMB_HINT)
+        _check_pixels(path, *im.size)
         if min_hw is not None and im.format == "JPEG":
             mh, mw = min_hw
             if _orientation(im) in (5, 6, 7, 8):
@@ -346,6 +342,26 @@ class DecodedImage:
         return f"DecodedImage(mode={self.mode}, size={self.size[0]}x{self.size[1]})"
 
 
+def _read_bytes(path: Path) -> bytes:
+    """Return the file's bytes; a missing or unreadable file raises `ImageLoadError` naming it."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as e:
+        raise ImageNotFoundError(path) from e
+    except OSError as e:
+        raise ImageLoadError(path, _reason(e)) from e
+
+
+def _check_pixels(path: str | Path | None, w: int, h: int) -> None:
+    """Raise `ImageLoadError` when a `w` x `h` image is above `MAX_IMAGE_PIXELS` (a decompression bomb)."""
+    limit = MAX_IMAGE_PIXELS
+    if limit and w * h > limit:
+        reason = (
+            f"{w * h:,} pixels ({w} x {h}) is above MAX_IMAGE_PIXELS={limit:,}, a decompression-bomb guard"
+        )
+        raise ImageLoadError(path, reason, _BOMB_HINT)
+
+
 def _jpeg_header(data: bytes) -> tuple[int, int, int] | None:
     """Return (height, width, components) from a baseline/progressive JPEG's frame header, else None."""
     if data[:3] != b"\xff\xd8\xff":
@@ -384,12 +400,7 @@ def _decode_jpeg_tensor(data: bytes, path: str | Path | None, mode: str) -> torc
     if header is None or header[2] not in ((1, 3) if mode == "RGB" else (1,)):
         return None  # CMYK, lossless, or colour to grey: PIL's conversions
     h, w, _ = header
-    limit = MAX_IMAGE_PIXELS
-    if limit and w * h > limit:
-        reason = (
-            f"{w * h:,} pixels ({w} x {h}) is above MAX_IMAGE_PIXELS={limit:,}, a decompression-bomb guard"
-        )
-        raise ImageLoadError(path, reason, _BOMB_HINT)
+    _check_pixels(path, w, h)
     read_mode = ImageReadMode.RGB if mode == "RGB" else ImageReadMode.GRAY
     buf = torch.frombuffer(bytearray(data), dtype=torch.uint8)
     try:  # torchvision 0.29 warns that TorchCodec will take over its decoders: not the user's concern
@@ -418,12 +429,7 @@ def decode_image(src: Any, mode: str = "RGB", min_size: int | tuple[int, int] | 
     """
     if isinstance(src, (str, os.PathLike)) and mode in ("RGB", "L"):
         path = Path(src)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError as e:
-            raise ImageNotFoundError(path) from e
-        except OSError as e:
-            raise ImageLoadError(path, _reason(e)) from e
+        data = _read_bytes(path)
         header = _jpeg_header(data)
         if header is not None and not _draft_helps(
             header[0], header[1], _min_hw(min_size) if min_size else None
@@ -463,23 +469,13 @@ def read_encoded(src: Any, mode: str = "RGB") -> EncodedImage | DecodedImage:
     if not isinstance(src, (str, os.PathLike)) or _tv_decode_jpeg is None:
         return decode_image(src, mode)
     path = Path(src)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as e:
-        raise ImageNotFoundError(path) from e
-    except OSError as e:
-        raise ImageLoadError(path, _reason(e)) from e
+    data = _read_bytes(path)
     header = _jpeg_header(data)
     if header is None or data[-2:] != b"\xff\xd9" or header[2] not in ((1, 3) if mode == "RGB" else (1,)):
         with io.BytesIO(data) as f:
             return _as_decoded(_decode(f, path, mode, None))
     h, w, _ = header
-    limit = MAX_IMAGE_PIXELS
-    if limit and w * h > limit:
-        reason = (
-            f"{w * h:,} pixels ({w} x {h}) is above MAX_IMAGE_PIXELS={limit:,}, a decompression-bomb guard"
-        )
-        raise ImageLoadError(path, reason, _BOMB_HINT)
+    _check_pixels(path, w, h)
     try:
         with _QUIET, warnings.catch_warnings():
             warnings.simplefilter("ignore")
