@@ -439,3 +439,17 @@ def test_tensor_dataset_fast_path_gives_the_per_item_batches():
     for _ in range(2):
         for (fx, fy), (sx, sy) in zip(fast, slow, strict=True):
             assert torch.equal(fx, sx) and torch.equal(fy, sy)
+
+
+def test_tensor_image_dataset_batches_are_the_per_item_batches():
+    from fastvision.data.external import TensorImageDataset
+
+    x, y = torch.randint(0, 255, (30, 1, 4, 4), dtype=torch.uint8), torch.randint(0, 3, (30,))
+    ds = TensorImageDataset(x, y, ["a", "b", "c"])
+    fast = DataLoader(ds, bs=7, shuffle=True, num_workers=0, seed=2, device="cpu")
+    assert fast._fetcher._tensors is not None
+    items = [ds[i] for i in range(len(ds))]  # the per-item path, collated by hand
+    for xb, yb in fast:
+        idx = [int(torch.nonzero((x == xi).flatten(1).all(1))[0]) for xi in xb]
+        assert torch.equal(xb, torch.stack([items[i][0] for i in idx])) and yb.dtype == torch.long
+        assert yb.tolist() == [items[i][1] for i in idx]

@@ -413,6 +413,11 @@ class TensorImageDataset(torch.utils.data.Dataset):
         self.c = len(self.vocab)
 
     @property
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(images, labels)`: item `i` is row `i` of each, so loaders fetch a batch in one indexing op."""
+        return self.x, self.y
+
+    @property
     def loss_func(self):
         """The loss for single-label classification (a new instance each call)."""
         from ..losses import CrossEntropyLossFlat

@@ -118,14 +118,13 @@ class Fetcher(torch.utils.data.Dataset):
         self.items = getattr(dataset, "items", None)
         self._cache: dict[int, Any] = {}
         self._bad: set[int] = set()
-        # In-memory tensors with nothing to do per item: one indexing op per batch instead of a Python loop
-        self._tensors = (
-            dataset.tensors
-            if isinstance(dataset, torch.utils.data.TensorDataset)
-            and not len(after_item)
-            and collate_fn is None
-            else None
+        # Items that are rows of in-memory tensors (`dataset.tensors`, as `TensorDataset` has) and nothing to
+        # do per item: one indexing op per batch instead of a Python loop over the items
+        tensors = getattr(dataset, "tensors", None)
+        rows = isinstance(tensors, tuple) and all(
+            isinstance(t, torch.Tensor) and len(t) == len(dataset) for t in tensors
         )
+        self._tensors = tensors if rows and not len(after_item) and collate_fn is None else None
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_cache": {}}  # a new worker starts with an empty cache
