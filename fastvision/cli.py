@@ -32,24 +32,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _positive_int(s: str) -> int:
+def _whole(s: str, lo: int, expected: str) -> int:
     try:
         v = int(s)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    if v < lo:
+        raise argparse.ArgumentTypeError(f"must be {expected}, got {v}")
     return v
+
+
+def _positive_int(s: str) -> int:
+    return _whole(s, 1, "at least 1")
 
 
 def _workers(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 (load in the main process) or more, got {v}")
-    return v
+    return _whole(s, 0, "0 (load in the main process) or more")
 
 
 def _fraction(s: str) -> float:
