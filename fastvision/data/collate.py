@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..memory import batch_empty
 from ..vision.lazy import PendingImage, collate_pending
 
 __all__ = ["collate", "item_path"]
@@ -53,7 +54,7 @@ def _shape_mismatch(pos: int, shapes: list, idxs: Sequence[int] | None, items: A
 
 
 def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """Stack into one tensor (in shared memory inside a worker, as torch does).
+    """Stack into one tensor (in shared memory inside a worker, as torch does; huge-paged elsewhere).
 
     Items that are C x H x W views of H x W x C memory (a `permute` without `.contiguous()`) are
     stacked as B x H x W x C, a plain copy, and returned as a B x C x H x W channels_last view.
@@ -68,9 +69,8 @@ def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
         tensors = [t.permute(1, 2, 0) for t in tensors]
         elem = tensors[0]
     out = None
-    if torch.utils.data.get_worker_info() is not None:
-        storage = elem._typed_storage()._new_shared(sum(t.numel() for t in tensors), device=elem.device)
-        out = elem.new(storage).resize_(len(tensors), *elem.shape)
+    if elem.device.type == "cpu":
+        out = batch_empty((len(tensors), *elem.shape), elem.dtype, like=elem)
     b = torch.stack(tensors, 0, out=out)
     return b.permute(0, 3, 1, 2) if hwc else b
 

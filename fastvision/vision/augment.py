@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..memory import advise_huge_pages
 from ..transform import Transform
 from .lazy import PendingBatch
 from .lighting import Brightness, Contrast, Draw, LightingGroup, draw_values, is_image_batch, uniform
@@ -113,11 +114,12 @@ def _prefilter_factor(lmat: torch.Tensor, half: torch.Tensor, size: tuple[int, i
     return int(step / 2 + 0.5) if step > 2 else 1
 
 
-def _span(v: torch.Tensor, n: int, margin: int) -> tuple[int, int]:
-    vmin, vmax = v.aminmax()
-    lo = min(max(math.floor(vmin) - margin, 0), n - 1)
-    hi = max(min(math.floor(vmax) + margin + 2, n), lo + 1)
-    return lo, hi
+def _item_spans(v: torch.Tensor, n: int, margin: int) -> list[tuple[int, int]]:
+    """Per item (first dim of `v`), the index range `[a, b)` within `[0, n)` that sampling at `v` reads."""
+    vmin, vmax = v.reshape(len(v), -1).aminmax(dim=1)
+    a = (vmin.floor() - margin).clamp(0, n - 1).long().tolist()
+    b = (vmax.floor() + margin + 2).clamp(1, n).long().tolist()
+    return [(x, max(y, x + 1)) for x, y in zip(a, b)]
 
 
 def _resample(
@@ -167,14 +169,26 @@ def _resample(
     elif pad_mode == "border":
         px, py = torch.minimum(px.clamp_(min=0), w - 1), torch.minimum(py.clamp_(min=0), h - 1)
     r0, r1, c0, c1 = 0, hc, 0, wc
-    if cpu:  # convert to float only the region the grid reads
-        margin = 2 if mode == "bicubic" else 1
-        (r0, r1), (c0, c1) = _span(py, hc, margin), _span(px, wc, margin)
+    margin = 2 if mode == "bicubic" else 1
+    if cpu:  # convert to float only the region the grid reads: each item's span, inside their union
+        rows, cols = _item_spans(py, hc, margin), _item_spans(px, wc, margin)
+        r0, r1, c0, c1 = (
+            min(a for a, _ in rows),
+            max(b for _, b in rows),
+            min(a for a, _ in cols),
+            max(b for _, b in cols),
+        )
     img = src[:, :, r0:r1, c0:c1]
     if cpu and cache is not None and img.dtype != torch.float32:
         if cache.get("buf") is None or cache["buf"].numel() < img.numel():
-            cache["buf"] = torch.empty(img.numel())
-        img = cache["buf"][: img.numel()].view(img.shape).copy_(img)
+            cache["buf"] = advise_huge_pages(torch.empty(img.numel()))
+        buf = cache["buf"][: img.numel()].view(img.shape)
+        if k > 1:  # the pre-filter pools the whole region
+            img = buf.copy_(img)
+        else:  # each item's own span: the grid reads nothing else (the rest holds older finite pixels)
+            for i, ((a, b), (c, d)) in enumerate(zip(rows, cols)):
+                buf[i, :, a - r0 : b - r0, c - c0 : d - c0].copy_(img[i, :, a - r0 : b - r0, c - c0 : d - c0])
+            img = buf
     img = img.float()
     if k > 1:
         img = F.avg_pool2d(img, k)

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from ..memory import batch_empty
+
 __all__ = ["PendingImage", "PendingBatch", "collate_pending", "decode_pending"]
 
 
@@ -125,17 +127,20 @@ def collate_pending(items: list[PendingImage]) -> PendingBatch:
     c, hmax, wmax = extents[0][0], max(e[1] for e in extents), max(e[2] for e in extents)
     shape = (len(items), c, hmax, wmax)
     on_device = all(p.pixels is None for p in items)  # nothing to copy: the canvas is made on the device
-    canvas = (
-        torch.empty(shape, dtype=torch.uint8, device="meta")
-        if on_device
-        else torch.zeros(shape, dtype=torch.uint8)
-    )
+    if on_device:
+        canvas = torch.empty(shape, dtype=torch.uint8, device="meta")
+    else:  # written once: each item's pixels, zeros only around them (in shared memory in a worker)
+        canvas = batch_empty(shape, torch.uint8)
     encoded = []
     for i, p in enumerate(items):
         if p.pixels is None:
             encoded.append((i, p.encoded))
+            canvas[i].zero_()
         else:
-            canvas[i, :, : p.pixels.shape[1], : p.pixels.shape[2]] = p.pixels
+            h, w = p.pixels.shape[1:]
+            canvas[i, :, :h, :w] = p.pixels
+            canvas[i, :, :h, w:] = 0
+            canvas[i, :, h:] = 0
     hw = torch.tensor([[e[1], e[2]] for e in extents], dtype=torch.long)
     window = torch.tensor([p.window for p in items], dtype=torch.float32)
     return PendingBatch(canvas, hw, window, items[0].size, items[0].pad_mode, encoded)

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ..memory import advise_huge_pages, float_batch
 from ..transform import Transform
 from .lazy import PendingBatch
 
@@ -96,7 +97,7 @@ class IntToFloatTensor(Transform):
         """Divide a uint8 4D tensor by `div`; return everything else unchanged."""
         if isinstance(x, PendingBatch) or not (isinstance(x, torch.Tensor) and x.ndim == 4):
             return x
-        return x.float().div_(self.div) if x.dtype == torch.uint8 else x
+        return float_batch(x).div_(self.div) if x.dtype == torch.uint8 else x
 
     def decodes(self, x: Any) -> Any:
         """Scale a float image batch back to uint8."""
@@ -240,16 +241,26 @@ class LightingGroup(Transform):
         """Apply every part with per-image parameters to a float image batch."""
         if not (is_image_batch(x) and x.is_floating_point()):
             return x
-        bs, y = x.shape[0], x.to(torch.float32, copy=True)  # one copy, then in place
+        bs, y = x.shape[0], None
         for space in ("logit", "hsv"):
             parts = [t for t in self._chain() if t.space == space]
             if not parts:
                 continue
-            y = y.clamp_(1e-7, 1 - 1e-7).logit_() if space == "logit" else _rgb_to_hsv(y)
+            if space == "hsv":
+                y = _rgb_to_hsv(x.float() if y is None else y)
+            elif y is None:  # one new float32 tensor, written once, then changed in place
+                y = advise_huge_pages(torch.empty_like(x, dtype=torch.float32))
+                if x.dtype == torch.float32:
+                    y = torch.clamp(x, 1e-7, 1 - 1e-7, out=y)
+                else:
+                    y = y.copy_(x).clamp_(1e-7, 1 - 1e-7)
+                y = y.logit_()
+            else:
+                y = y.clamp_(1e-7, 1 - 1e-7).logit_()
             for t in parts:
                 y = t._apply(y, t._change(bs).to(y.device).view(bs, 1, 1, 1))
             y = y.sigmoid_() if space == "logit" else _hsv_to_rgb(y)
-        return y.to(x.dtype)
+        return x if y is None else y.to(x.dtype)
 
 
 class Brightness(LightingGroup):
