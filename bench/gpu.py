@@ -310,9 +310,10 @@ def _wait(pets: PetsFolder | None, deadline: float) -> Path:
 
 def pets_dls(s: Settings, path: Path, on_device: bool) -> Any:
     """The Pets chapter's DataLoaders on fashion-pets: Resize(item_size) + aug_transforms(size)."""
-    from fastvision.data.block import CategoryBlock, DataBlock, ImageBlock
+    from fastvision.data.block import CategoryBlock, DataBlock
     from fastvision.data.items import RandomSplitter, RegexLabeller, get_image_files, using_attr
     from fastvision.vision.augment import aug_transforms
+    from fastvision.vision.block import ImageBlock
     from fastvision.vision.resize import Resize
 
     dblock = DataBlock(

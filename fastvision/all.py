@@ -28,6 +28,7 @@ from .callback.recorder import *
 from .callback.resume import *
 from .callback.schedule import *
 from .callback.tracker import *
+from .compare import *
 from .data.block import *
 from .data.external import *
 from .data.fashion_pets import *
@@ -39,15 +40,19 @@ from .interpret import *
 from .learner import *
 from .losses import *
 from .metrics import *
+from .onnx import *
 from .optimizer import *
 from .plots import *
 from .testing import *
 from .transform import *
+from .vision.arch import *
 from .vision.augment import *
+from .vision.block import *
 from .vision.data import *
 from .vision.image import *
 from .vision.learner import *
 from .vision.lighting import *
 from .vision.models import *
 from .vision.resize import *
+from .vision.sample import *
 from .vision.show import *

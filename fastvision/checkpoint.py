@@ -19,14 +19,16 @@ import torch
 from torch import nn
 
 from .distributed import distrib_barrier, rank_distrib
+from .utils import unwrap_model
 
 __all__ = [
     "atomic_write",
+    "load_state_dict_head",
     "remove_stale_temps",
     "atomic_save",
     "save_checkpoint",
     "load_checkpoint",
-    "unwrap_model",
+    "unwrap_model",  # defined in utils.py; re-exported here, where checkpoints need it
 ]
 
 _TMP_PID = re.compile(r"\.(\d+)-[^.]*\.tmp$")  # `.<name>.<pid>-<random>.tmp`
@@ -121,19 +123,6 @@ def atomic_save(obj: Any, file: str | Path) -> Path:
     return atomic_write(file, lambda f: torch.save(obj, f))
 
 
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """Return the model inside DDP/DataParallel (`.module`) and `torch.compile` (`._orig_mod`) wrappers."""
-    while True:
-        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        elif type(model).__name__ == "OptimizedModule" and isinstance(
-            getattr(model, "_orig_mod", None), nn.Module
-        ):
-            model = model._orig_mod
-        else:
-            return model
-
-
 def _match_keys(weights: dict, model: nn.Module) -> dict:
     """Drop the `module.` / `_orig_mod.` prefixes a wrapped model's state dict had, when `model` has none."""
     want = model.state_dict().keys()
@@ -154,6 +143,51 @@ def save_checkpoint(file: str | Path, model: nn.Module, opt: torch.optim.Optimiz
     if opt is not None:
         state = {"model": state, "opt": opt.state_dict()}
     return atomic_save(state, file)
+
+
+def load_state_dict_head(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], head_prefix: str = "1."
+) -> list[str]:
+    """Load `state_dict` into `model`, keeping the model's own head when the head's shapes differ.
+
+    For `Sequential(body, head)` models (`head_prefix='1.'`) whose checkpoint was trained with another
+    number of classes: the body must match exactly; head weights load when every shape matches, else
+    the whole head keeps its fresh initialisation (with a warning). Returns the keys not loaded.
+    """
+    own = model.state_dict()
+    body_missing = [k for k in own if k not in state_dict and not k.startswith(head_prefix)]
+    body_extra = [k for k in state_dict if k not in own and not k.startswith(head_prefix)]
+    body_bad = [
+        f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in state_dict.items()
+        if k in own and not k.startswith(head_prefix) and v.shape != own[k].shape
+    ]
+    if body_missing or body_extra or body_bad:
+        raise ValueError(
+            "The checkpoint's body does not match the model: "
+            f"missing {body_missing[:5]}, unexpected {body_extra[:5]}, shape mismatches {body_bad[:5]}. "
+            "Only the head (keys starting with {head_prefix!r}) may differ; check the architecture and n_in."
+        )
+    head_keys = {k for k in own if k.startswith(head_prefix)}
+    head_ok = all(k in state_dict and state_dict[k].shape == own[k].shape for k in head_keys) and not any(
+        k.startswith(head_prefix) and k not in own for k in state_dict
+    )
+    if head_ok:
+        model.load_state_dict(state_dict)
+        return []
+    skipped = sorted(k for k in state_dict if k.startswith(head_prefix))
+    model.load_state_dict(
+        {k: v for k, v in state_dict.items() if not k.startswith(head_prefix)}, strict=False
+    )
+    shapes = {
+        k: tuple(state_dict[k].shape) for k in skipped if k in own and state_dict[k].shape != own[k].shape
+    }
+    warnings.warn(
+        f"The checkpoint's head does not fit this model (e.g. another number of classes: {shapes or skipped}); "
+        "the head keeps its fresh initialisation and the body weights are loaded.",
+        stacklevel=2,
+    )
+    return skipped
 
 
 def load_checkpoint(
@@ -182,8 +216,6 @@ def load_checkpoint(
     model = unwrap_model(model)
     weights = _match_keys(weights, model) if isinstance(weights, dict) else weights
     if strict == "head":  # a checkpoint trained for another class count: keep this model's head
-        from .vision.learner import load_state_dict_head
-
         if load_state_dict_head(model, weights):
             return  # the optimizer state belongs to the other head's shapes
     else:

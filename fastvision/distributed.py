@@ -273,12 +273,12 @@ class DistributedTrainer(Callback):
         self._teardown = _DistributedTeardown(self)
 
     def _live(self) -> bool:
-        return self.wrapped and getattr(self.learn, "mode", "fit") == "fit"
+        return self.wrapped and self.learn.run_mode.trains
 
     def before_fit(self) -> None:
         """Wrap the model in DDP, shard the loaders and mute ranks other than 0 (fits only)."""
         learn = self.learn
-        if getattr(learn, "mode", "fit") != "fit" or self.wrapped:
+        if not learn.run_mode.trains or self.wrapped:
             return
         if setup_distrib(
             timeout=self.timeout
@@ -306,14 +306,14 @@ class DistributedTrainer(Callback):
 
     def _place(self, learn: Any) -> torch.device | None:
         """On CUDA, move the loaders and the model to `cuda:LOCAL_RANK`."""
-        dev = learn._device
+        dev = learn.device
         if dev is not None and dev.type == "cuda":
             dev = torch.device(
                 "cuda", int(os.environ.get("LOCAL_RANK", self.rank % torch.cuda.device_count()))
             )
             torch.cuda.set_device(dev)
             learn.dls.device = dev
-            learn._prepare_device()
+            learn.prepare_device()
         return dev
 
     def _shard(self, dl: Any, train: bool) -> tuple[Any, Any, DistributedBatchSampler] | None:
@@ -367,7 +367,7 @@ class DistributedTrainer(Callback):
             return
         mets = list(self.learn.metrics) if (rec.valid_metrics if valid else rec.train_metrics) else []
         for m in [rec.loss, *mets] if valid else mets:
-            sync_metric(m, self.learn._device or "cpu")
+            sync_metric(m, self.learn.device or "cpu")
 
     def after_train(self) -> None:
         """Combine the training metrics over the ranks (with `Recorder(train_metrics=True)`)."""
@@ -376,6 +376,22 @@ class DistributedTrainer(Callback):
     def after_validate(self) -> None:
         """Combine the validation loss and metrics over the ranks before the Recorder reads them."""
         self._sync(True)
+
+    def unwrap(self) -> None:
+        """Undo `before_fit`: unwrap the model from DDP, put BatchNorm, the loaders' samplers and stdout back."""
+        learn = self.learn
+        if isinstance(learn.model, nn.parallel.DistributedDataParallel):
+            learn.model = learn.model.module
+        for parent, name, child in self._bn:
+            setattr(parent, name, child)
+        for item in self._samplers:
+            if item is not None:
+                dl, old, _ = item
+                dl.batch_sampler = old
+        if self._stdout is not None:
+            sys.stdout.close()
+            sys.stdout = self._stdout
+        self.wrapped = False
 
 
 class _DistributedTeardown(Callback):
@@ -388,22 +404,11 @@ class _DistributedTeardown(Callback):
         self.trainer = trainer
 
     def after_fit(self) -> None:
-        """Unwrap the model, put BatchNorm, samplers and output back, and remove this callback."""
-        t, learn = self.trainer, self.learn
-        if getattr(learn, "mode", "fit") != "fit" or not t.wrapped:
+        """Undo the trainer's `before_fit` (`DistributedTrainer.unwrap`) and remove this callback."""
+        learn = self.learn
+        if not learn.run_mode.trains or not self.trainer.wrapped:
             return
-        if isinstance(learn.model, nn.parallel.DistributedDataParallel):
-            learn.model = learn.model.module
-        for parent, name, child in t._bn:
-            setattr(parent, name, child)
-        for item in t._samplers:
-            if item is not None:
-                dl, old, _ = item
-                dl.batch_sampler = old
-        if t._stdout is not None:
-            sys.stdout.close()
-            sys.stdout = t._stdout
-        t.wrapped = False
+        self.trainer.unwrap()
         learn.remove_cb(self)
 
 

@@ -34,10 +34,18 @@ from .data.load import DataLoader
 from .distributed import rank_distrib
 from .losses import loss_activation, loss_decodes
 from .transform import Transform
-from .utils import default_device
+from .utils import default_device, unwrap_model
 from .vision.image import decode_image, load_image
 
-__all__ = ["export", "load_learner", "InferenceLearner", "FORMAT_VERSION", "TRUSTED_MODULES", "NN_LAYERS"]
+__all__ = [
+    "export",
+    "export_onnx",
+    "load_learner",
+    "InferenceLearner",
+    "FORMAT_VERSION",
+    "TRUSTED_MODULES",
+    "NN_LAYERS",
+]
 
 FORMAT, FORMAT_VERSION = "fastvision-export", 2
 TRUSTED_MODULES = ("fastvision", "torch", "torchvision")  # the packages an export may name without consent
@@ -221,12 +229,6 @@ def _probe_loss(loss_func: Any) -> dict:
     elif d.shape == a.shape and torch.equal(d.bool(), a > thresh):
         decodes = "threshold"
     return {"name": type(loss_func).__name__, "activation": kind, "decodes": decodes, "thresh": thresh}
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    for attr in ("_orig_mod", "module"):  # torch.compile, DDP / DataParallel
-        model = getattr(model, attr, model) if isinstance(getattr(model, attr, None), nn.Module) else model
-    return model
 
 
 # ---- the input contract: what the model was fed, recorded from the data ----
@@ -514,7 +516,7 @@ def _import_model_class(path: str, trusted_modules: Sequence[str]) -> type:
 
 def _build_model(d: dict, trusted_modules: Sequence[str] = ()) -> nn.Module:
     if d.get("kind") == "vision":
-        from .vision.learner import create_vision_model
+        from .vision.arch import create_vision_model
 
         head = dict(d["head"])
         head["y_range"] = tuple(head["y_range"]) if head.get("y_range") is not None else None
@@ -583,7 +585,7 @@ def export(learn: Any, fname: str | Path = "export", model_kwargs: dict | None =
         base = base.with_suffix("")
     if rank_distrib() != 0:  # under DDP only rank 0 writes
         return base.with_name(base.name + ".json")
-    model = _unwrap(learn.model)
+    model = unwrap_model(learn.model)
     dls, vocab = learn.dls, getattr(learn.dls, "vocab", None)
     contract = _input_contract(dls)
     _check_contract(contract)
@@ -623,6 +625,81 @@ def export(learn: Any, fname: str | Path = "export", model_kwargs: dict | None =
     return jfile
 
 
+# ---- ONNX ----
+
+
+def export_onnx(
+    learn: Any,
+    fname: str | Path = "export.onnx",
+    preprocess: bool = True,
+    activation: bool = True,
+    input_shape: Sequence[int] | None = None,
+    **kwargs: Any,
+) -> Path:
+    """Write the model of a `Learner` or an `InferenceLearner` as an ONNX file with a dynamic batch axis; return its path.
+
+    The input contract (also stored in the file, see `fastvision.onnx.onnx_metadata`): the input `input`
+    is a B x C x H x W batch of images already resized (and cropped) to the training input size (C, H, W
+    from the data, `description['input']`), channels in RGB order (L for one channel). With `preprocess`
+    it is uint8 pixels 0-255 and the graph does `IntToFloatTensor` and `Normalize` as the validation
+    pipeline does (a pipeline without `IntToFloatTensor` takes float32); without it the input is the
+    float32 tensor the model itself takes, already normalised. The output `output` is B x n_out:
+    probabilities (the loss's softmax or sigmoid) with `activation`, else raw model outputs. Decoding
+    and resizing are not in the graph. Needs `pip install fastvision[onnx]`.
+
+    Args:
+        learn: a trained `Learner`, or what `load_learner` returns.
+        fname: the `.onnx` file (suffix added when missing); relative paths go under `learn.path` for a
+            `Learner`, the current folder otherwise.
+        preprocess: put the uint8 -> float conversion and the normalisation in the graph (True).
+        activation: put the output activation in the graph (True).
+        input_shape: `(C, H, W)` when the data did not record it (None: from the data).
+        kwargs: `opset`, `dynamo`, `check` of `fastvision.onnx.write_onnx`.
+    """
+    from .onnx import onnx_preprocessing, write_onnx
+
+    if isinstance(learn, InferenceLearner):
+        model, desc, batch_tfms = learn.model, learn.description, learn.batch_tfms
+        base = Path(".")
+    else:
+        model, base, dls = unwrap_model(learn.model), Path(getattr(learn, "path", ".")), learn.dls
+        contract = _input_contract(dls)
+        valid = dls.valid if len(getattr(dls, "loaders", [0, 0])) > 1 else dls.train
+        item_tfms = [t for t in getattr(valid, "after_item", []) if getattr(t, "split_idx", None) != 0]
+        batch_tfms = [t for t in getattr(valid, "after_batch", []) if getattr(t, "split_idx", None) != 0]
+        _, add_batch = _contract_tfms(contract, item_tfms, batch_tfms)
+        batch_tfms = [*add_batch, *batch_tfms]
+        vocab = getattr(dls, "vocab", None)
+        desc = {
+            "vocab": [str(v) for v in vocab] if vocab is not None else None,
+            "image_mode": _image_mode(dls, contract),
+            "input": contract,
+            "loss": _probe_loss(learn.loss_func),
+        }
+    inp = desc.get("input") or {}
+    if input_shape is None:
+        if not (inp.get("channels") and inp.get("size")):
+            raise ValueError(
+                "export_onnx cannot tell the model's input size: the data recorded no B x C x H x W batch "
+                f"(input: {inp}). Pass input_shape=(channels, height, width)."
+            )
+        input_shape = (inp["channels"], *inp["size"])
+    pre = onnx_preprocessing(batch_tfms) if preprocess else {"div": None, "mean": None, "std": None}
+    path = Path(fname)
+    path = path if path.is_absolute() else base / path
+    path = path if path.suffix == ".onnx" else path.with_name(path.name + ".onnx")
+    meta = {"vocab": desc.get("vocab"), "image_mode": desc.get("image_mode"), "preprocess": preprocess}
+    return write_onnx(
+        model,
+        path,
+        input_shape,
+        **pre,
+        activation=desc["loss"]["activation"] if activation else "none",
+        metadata=meta,
+        **kwargs,
+    )
+
+
 # ---- loading ----
 
 
@@ -631,7 +708,7 @@ class _ItemsDataset(torch.utils.data.Dataset):
     into a tensor (`decode_image`) when the item transforms take one, as `DataBlock` does, else to PIL."""
 
     def __init__(self, items: Sequence[Any], mode: str, item_tfms: Sequence[Any]):
-        from .data.block import decode_min_size  # the rule DataBlock decodes by
+        from .vision.block import decode_min_size  # the rule DataBlock decodes by
 
         self.items, self.mode, self.split_idx = list(items), mode, 1
         self.min_size = decode_min_size(list(item_tfms)) if item_tfms else False
@@ -734,6 +811,10 @@ class InferenceLearner:
         preds, decoded = self.get_preds(list(item) if many else [item], with_decoded=True, bs=bs)
         res = [(self._label(d), d, p) for p, d in zip(preds, decoded)]
         return res if many else res[0]
+
+    def export_onnx(self, fname: str | Path = "export.onnx", **kwargs: Any) -> Path:
+        """Write the model as ONNX with its preprocessing and activation (see `export_onnx`); return the path."""
+        return export_onnx(self, fname, **kwargs)
 
     def __repr__(self) -> str:
         m = self.description["model"]

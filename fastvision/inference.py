@@ -1,21 +1,25 @@
-"""Inference for a `Learner`: validate, get_preds, predict, tta, show_results (the Learner methods delegate here)."""
+"""Inference for a `Learner`: validate, get_preds, predict, tta, show_results (the Learner methods delegate here).
+
+Each runs `learn.evaluate(dl, cbs, run_mode)`, the learner's one evaluation pass, with callbacks that collect
+what it needs (`GatherPredsCallback`).
+"""
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 
-from .callback.core import Callback, CancelEpochException, _listify
-from .losses import loss_activation, loss_decodes
+from .callback.core import Callback, RunMode
+from .losses import loss_activation, loss_decodes, unreduced
+from .utils import listify
 
 __all__ = [
     "GatherPredsCallback",
+    "loader",
     "validate",
     "get_preds",
     "predict",
@@ -91,49 +95,26 @@ def _ordered(dl: Any) -> Any:
     return dl
 
 
-def _run_validation(learn: Any, dl: Any, mode: str, cbs: Any) -> None:
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(learn.added_cbs(cbs))
-        stack.enter_context(learn.no_logging())
-        stack.enter_context(learn.no_bar())
-        stack.enter_context(learn._running(mode))
-        learn._prepare_device()
-        learn._run(
-            lambda: learn._with_events(lambda: learn._do_epoch_validate(dl=dl), "epoch", CancelEpochException)
-        )
+def loader(dls: Any, ds_idx: int) -> Any:
+    """Return `dls`'s loader number `ds_idx` (0: train, 1: valid, else `dls[ds_idx]`)."""
+    return (dls.train, dls.valid)[ds_idx] if ds_idx in (0, 1) else dls[ds_idx]
 
 
 def validate(learn: Any, ds_idx: int = 1, dl: Any = None, cbs: Any = None) -> list[Any]:
     """Return `[valid_loss, *metric values]` on `dls[ds_idx]` or `dl` (events: before_fit ... after_fit)."""
-    _run_validation(learn, learn._dl(ds_idx) if dl is None else dl, "validate", cbs)
-    return learn.final_record
+    return learn.evaluate(loader(learn.dls, ds_idx) if dl is None else dl, cbs, RunMode.VALIDATE)
 
 
 @contextlib.contextmanager
 def loss_not_reduced(learn: Any) -> Iterator[Any]:
     """Make `learn.loss_func` return per-item losses for the duration of the block."""
     lf = learn.loss_func
-    if hasattr(lf, "reduction"):
-        old, lf.reduction = lf.reduction, "none"
+    with unreduced(lf) as per_item:
+        learn.loss_func = per_item
         try:
             yield learn
         finally:
-            lf.reduction = old
-        return
-    try:
-        accepts = "reduction" in inspect.signature(lf).parameters
-    except (TypeError, ValueError):
-        accepts = False
-    if not accepts:
-        raise TypeError(
-            f"Cannot get per-item losses from {lf!r}: it has no `reduction` attribute or argument. Use a "
-            "torch loss module (e.g. nn.CrossEntropyLoss()) or pass with_loss=False."
-        )
-    learn.loss_func = functools.partial(lf, reduction="none")
-    try:
-        yield learn
-    finally:
-        learn.loss_func = lf
+            learn.loss_func = lf
 
 
 def get_preds(
@@ -147,10 +128,10 @@ def get_preds(
     cbs: Any = None,
 ) -> tuple[Any, ...]:
     """Return `([inputs], preds, targets, [decoded], [losses])` in dataset order, on the CPU."""
-    dl = _ordered(learn._dl(ds_idx) if dl is None else dl)
+    dl = _ordered(loader(learn.dls, ds_idx) if dl is None else dl)
     gather = GatherPredsCallback(with_input, with_loss)
     with loss_not_reduced(learn) if with_loss else contextlib.nullcontext():
-        _run_validation(learn, dl, "get_preds", [gather, *_listify(cbs)])
+        learn.evaluate(dl, [gather, *listify(cbs)], RunMode.PREDICT)
     preds = _cat(gather.preds)
     if preds is None:
         raise ValueError("get_preds got no batches: the loader is empty.")
@@ -253,7 +234,7 @@ def tta(
     learn: Any, ds_idx: int = 1, dl: Any = None, n: int = 4, beta: float | None = 0.25, use_max: bool = False
 ) -> tuple[Any, Any]:
     """Return `(preds, targets)`: `lerp(mean of n augmented passes, plain pass, beta)` (or their max)."""
-    dl = learn._dl(ds_idx) if dl is None else dl
+    dl = loader(learn.dls, ds_idx) if dl is None else dl
     aug_dl = _augmented(dl)
     aug = torch.stack([get_preds(learn, dl=aug_dl)[0] for _ in range(n)])
     aug = aug.max(0)[0] if use_max else aug.mean(0)
@@ -269,11 +250,11 @@ def show_results(learn: Any, ds_idx: int = 1, max_n: int = 9, **kwargs: Any) -> 
     """Show up to `max_n` images of one batch titled 'pred/actual' (green right, red wrong); return the figure.
 
     Images and labels are decoded by the loader (`dl.decode_batch`) when it can; kwargs go to
-    `fastvision.vision.show.show_images` (nrows, ncols, figsize).
+    the registered grid (images: `fastvision.vision.show.show_images`: nrows, ncols, figsize).
     """
-    from .vision.show import show_images, target_text
+    from .data.display import show_grid, target_text
 
-    dl = _ordered(learn._dl(ds_idx))
+    dl = _ordered(loader(learn.dls, ds_idx))
     b = next(iter(dl))
     b = tuple(o[:max_n] for o in (b if isinstance(b, (tuple, list)) else (b,)))
     n_inp = getattr(dl, "n_inp", None) or getattr(learn.dls, "n_inp", None) or 1
@@ -294,7 +275,7 @@ def show_results(learn: Any, ds_idx: int = 1, max_n: int = 9, **kwargs: Any) -> 
         preds = [str(_label(vocab, d)) for d in dec]
     titles = [p if a is None else f"{p}/{a}" for p, a in zip(preds, actual)]
     colors = [None if a is None else ("green" if p == a else "red") for p, a in zip(preds, actual)]
-    return show_images(images, titles=titles, colors=colors, **kwargs)
+    return show_grid(images, titles=titles, colors=colors, **kwargs)
 
 
 def _rescale(x: torch.Tensor) -> torch.Tensor:

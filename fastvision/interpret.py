@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .vision.show import show_images
+from .data.display import show_grid
 
 __all__ = ["Interpretation", "ClassificationInterpretation"]
 
@@ -289,6 +289,4 @@ class ClassificationInterpretation(Interpretation):
                 else 0.0
             )
             titles.append(f"{pred}/{actual} / {loss:.2f} / {prob:.2f}")
-        return show_images(
-            list(images), titles=titles, suptitle="Prediction/Actual/Loss/Probability", **kwargs
-        )
+        return show_grid(list(images), titles=titles, suptitle="Prediction/Actual/Loss/Probability", **kwargs)

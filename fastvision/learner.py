@@ -5,6 +5,11 @@ a train and a validation phase, each a loop of batches. A `Cancel*Exception` rai
 caught at its own level only, then `after_cancel_<level>` and `after_<level>` fire. Any other
 exception from a callback is re-raised naming the callback and event; `after_fit` still fires so
 callbacks can restore what they changed.
+
+`learn.run_mode` (a `RunMode`: fit, validate, predict or lr_find; None between runs) says what is running,
+and `learn.is_fitting` whether it is a real fit. `evaluate` is the one evaluation pass that `validate`,
+`get_preds`, `predict`, `tta`, interpretation and `summary` run. Only this module touches the loop's
+private state; callbacks and the other modules use public methods (`resume_at`, `prepare_device`, ...).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import checkpoint, checks, distributed, inference, summary
+from . import checkpoint, distributed, inference, setup_checks, summary
 from .callback import schedule
 from .callback.core import (
     Callback,
@@ -30,8 +35,8 @@ from .callback.core import (
     CancelStepException,
     CancelTrainException,
     CancelValidException,
+    RunMode,
     TrainEvalCallback,
-    _listify,
 )
 from .callback.fp16 import ChannelsLast, MixedPrecision
 from .callback.progress import ProgressCallback, _noop
@@ -39,9 +44,10 @@ from .callback.recorder import Recorder
 from .callback.resume import resume_callbacks, warn_interrupted
 from .callback.tracker import TerminateOnNaNCallback
 from .metrics import AvgMetric
-from .optimizer import Adam, build_optimizer, freeze_groups, set_hyper, trainable_params
+from .optimizer import DEFAULT_LR, Adam, build_optimizer, freeze_groups, set_hyper, trainable_params
+from .utils import listify, to_device
 
-__all__ = ["Learner", "default_callbacks"]
+__all__ = ["Learner", "RunMode", "default_callbacks"]
 
 # Loop state put back after a validate/get_preds called from inside a running fit (e.g. by a callback).
 _LOOP_STATE = (
@@ -91,7 +97,7 @@ class Learner(CallbackHost):
         model: nn.Module,
         loss_func: Callable[..., torch.Tensor] | None = None,
         opt_func: Callable[..., torch.optim.Optimizer] = Adam,
-        lr: float = 1e-3,
+        lr: float = DEFAULT_LR,
         splitter: Callable[[nn.Module], Any] = trainable_params,
         cbs: Any = None,
         metrics: Any = None,
@@ -103,9 +109,9 @@ class Learner(CallbackHost):
         moms: tuple[float, float, float] = (0.95, 0.85, 0.95),
         default_cbs: bool = True,
     ) -> None:
-        loss_func = checks.check_learner_args(dls, model, loss_func, opt_func)
-        checks.check_lr(lr)
-        checks.warn_model_loss_mismatch(dls, model, loss_func)
+        loss_func = setup_checks.check_learner_args(dls, model, loss_func, opt_func)
+        setup_checks.check_lr(lr)
+        setup_checks.warn_model_loss_mismatch(dls, model, loss_func)
         self.dls, self.model, self.loss_func = dls, model, loss_func
         self.opt_func, self.lr, self.splitter = opt_func, lr, splitter
         self.path = Path(path if path is not None else getattr(dls, "path", "."))
@@ -116,8 +122,7 @@ class Learner(CallbackHost):
         self.logger: Callable[..., Any] = print
         self.autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
         self.scaler: Any = None
-        self.mode: str | None = None  # 'fit', 'validate' or 'get_preds' while running
-        self.in_lr_find = False
+        self.run_mode: RunMode | None = None  # what is running (None between runs)
         self.epoch, self.n_epoch, self.iter, self.n_iter, self.train_iter, self.pct_train = 0, 1, 0, 0, 0, 0.0
         self.training, self.dl = False, None
         self.xb, self.yb = (), ()  # tuples: inputs and targets of the current batch
@@ -125,10 +130,10 @@ class Learner(CallbackHost):
         self._device: torch.device | None = None
         self._groups: list[list[nn.Parameter]] = []
         self._force_train: set[int] = set()
-        self.frozen_idx, self._first_iter = 0, 0  # _first_iter: batches of the epoch done before a resume
+        self.frozen_idx, self._start_epoch, self._first_iter = 0, 0, 0  # set by fit and `resume_at`
         self._init_callbacks()
         self.add_cb(TrainEvalCallback())
-        cbs = [c() if isinstance(c, type) else c for c in _listify(cbs)]
+        cbs = [c() if isinstance(c, type) else c for c in listify(cbs)]
         if default_cbs:  # a passed Recorder (ProgressCallback...) replaces the default one
             passed = {type(c) for c in cbs}
             self.add_cbs([c for c in default_callbacks() if type(c) not in passed])
@@ -143,7 +148,7 @@ class Learner(CallbackHost):
     @metrics.setter
     def metrics(self, ms: Any) -> None:
         out = []
-        for m in _listify(ms):
+        for m in listify(ms):
             if isinstance(m, type):
                 m = m()
             elif not hasattr(m, "accumulate"):
@@ -164,15 +169,25 @@ class Learner(CallbackHost):
         """Remove the progress bars for the duration of the block."""
         return self.removed_cbs([c for c in self.cbs if isinstance(c, ProgressCallback)])
 
+    @property
+    def is_fitting(self) -> bool:
+        """True while a real fit runs (`run_mode` is `RunMode.FIT`): not in lr_find, validate or get_preds."""
+        return self.run_mode is RunMode.FIT
+
+    @property
+    def device(self) -> torch.device | None:
+        """The device batches are moved to (the model's, after `prepare_device`); None before the first run."""
+        return self._device
+
     @contextlib.contextmanager
-    def _running(self, mode: str) -> Iterator[Learner]:
-        saved = {k: getattr(self, k) for k in _LOOP_STATE} if self.mode is not None else None
+    def _running(self, mode: RunMode) -> Iterator[Learner]:
+        saved = {k: getattr(self, k) for k in _LOOP_STATE} if self.run_mode is not None else None
         was_training = self.model.training
-        old_mode, self.mode = self.mode, mode
+        old_mode, self.run_mode = self.run_mode, mode
         try:
             yield self
         finally:
-            self.mode = old_mode
+            self.run_mode = old_mode
             if saved is not None:  # nested inside a running fit: put the outer loop's state back
                 for k, v in saved.items():
                     setattr(self, k, v)
@@ -182,7 +197,8 @@ class Learner(CallbackHost):
         """Make `loss_func` return one loss per item (`reduction='none'`) for the duration of the block."""
         return inference.loss_not_reduced(self)
 
-    def _prepare_device(self) -> None:
+    def prepare_device(self) -> None:
+        """Move the model (and a module loss) to `dls.device` when set; batches then go to the model's device."""
         dev = getattr(self.dls, "device", None)
         if dev is not None:
             self.model.to(dev)
@@ -193,7 +209,7 @@ class Learner(CallbackHost):
 
     def create_opt(self) -> None:
         """Build the optimizer: one logical group per splitter group, no weight decay on norm params and biases."""
-        self._prepare_device()
+        self.prepare_device()
         self.opt, self._groups, self._force_train = build_optimizer(
             self.model, self.splitter, self.opt_func, self.lr, self.wd_bn_bias, self.train_bn
         )
@@ -267,10 +283,10 @@ class Learner(CallbackHost):
     def _do_epoch(self) -> None:
         self._set_dl(self.dls.train)
         self._with_events(self._all_batches, "train", CancelTrainException)
-        self._do_epoch_validate()
+        self._do_epoch_validate(self.dls.valid)
 
-    def _do_epoch_validate(self, ds_idx: int = 1, dl: Any = None) -> None:
-        self._set_dl(self._dl(ds_idx) if dl is None else dl)
+    def _do_epoch_validate(self, dl: Any) -> None:
+        self._set_dl(dl)
         with torch.no_grad():
             self._with_events(self._all_batches, "validate", CancelValidException)
 
@@ -285,11 +301,19 @@ class Learner(CallbackHost):
             self._with_events(self._do_one_batch, "batch", CancelBatchException)
 
     def _to_device(self, b: Any) -> Any:
-        return checks.to_device(b, self._device)
+        return to_device(b, self._device, non_blocking=True)
 
     def _do_one_batch(self) -> None:
         with self.autocast():
-            self.pred = self.model(*self.xb)
+            try:
+                self.pred = self.model(*self.xb)
+            except RuntimeError as e:
+                if isinstance(e, torch.OutOfMemoryError):
+                    raise
+                err = setup_checks.input_dtype_error(self.xb, e)
+                if err is None:
+                    raise
+                raise err from e
             self("after_pred")
             if self.yb:
                 try:
@@ -297,7 +321,7 @@ class Learner(CallbackHost):
                 except (ValueError, RuntimeError) as e:
                     if isinstance(e, torch.OutOfMemoryError):
                         raise
-                    raise checks.loss_error(self.loss_func, self.pred, self.yb, e) from e
+                    raise setup_checks.loss_error(self.loss_func, self.pred, self.yb, e) from e
                 self.loss = self.loss_grad.detach()
             else:
                 self.loss_grad = self.loss = None
@@ -318,8 +342,39 @@ class Learner(CallbackHost):
         self.scaler.step(self.opt)
         self.scaler.update()
 
-    def _dl(self, ds_idx: int) -> Any:
-        return (self.dls.train, self.dls.valid)[ds_idx] if ds_idx in (0, 1) else self.dls[ds_idx]
+    def evaluate(self, dl: Any, cbs: Any = None, run_mode: RunMode = RunMode.VALIDATE) -> list[Any] | None:
+        """Run one validation pass over `dl` (no gradients, eval mode, no logging or bars); return `final_record`.
+
+        The events are `before_fit`, `before_epoch`, the validation phase, `after_epoch`, `after_fit`.
+        Called from inside a running fit (e.g. by a callback), the fit's loop state is put back afterwards.
+
+        Args:
+            dl: any iterable of batches (tuples: inputs first, then targets if any).
+            cbs: callbacks added for this pass only.
+            run_mode: `RunMode.VALIDATE` (default) or `RunMode.PREDICT`, as `learn.run_mode` during the pass.
+        """
+        if run_mode.trains:
+            raise ValueError(
+                f"evaluate runs no training; got run_mode={run_mode!r}, expected VALIDATE or PREDICT."
+            )
+        with self.added_cbs(cbs), self.no_logging(), self.no_bar(), self._running(run_mode):
+            self.prepare_device()
+            validate = lambda: self._do_epoch_validate(dl)  # noqa: E731
+            self._run(lambda: self._with_events(validate, "epoch", CancelEpochException))
+            return self.final_record
+
+    def resume_at(self, epoch: int, iter: int = 0, train_iter: int | None = None) -> None:
+        """Make the fit that is starting continue at batch `iter` of `epoch` (call it in a callback's `before_fit`).
+
+        The loop runs epochs `epoch..n_epoch-1`; the first training phase numbers its batches from `iter`
+        (the loader, restored with its `load_state_dict`, yields the remaining ones). `train_iter`: the
+        training batches of the fit already done (default `epoch * n_iter + iter`).
+        """
+        if not self.is_fitting:
+            raise RuntimeError("resume_at moves a running fit: call it from a callback's before_fit, in fit.")
+        if train_iter is None:
+            train_iter = epoch * len(self.dls.train) + iter
+        self.epoch, self._start_epoch, self._first_iter, self.train_iter = epoch, epoch, iter, train_iter
 
     def fit(
         self,
@@ -340,18 +395,30 @@ class Learner(CallbackHost):
             start_epoch: skip epochs before it (resume); schedules still count them.
             resume: a `ResumableCheckpoint` file (True: the newest) to continue exactly (callback/resume.py).
         """
-        checks.check_n_epoch(n_epoch)
-        checks.check_lr(self.lr if lr is None else lr, "learn.lr" if lr is None else "lr")
+        setup_checks.check_n_epoch(n_epoch)
+        setup_checks.check_lr(self.lr if lr is None else lr, "learn.lr" if lr is None else "lr")
         if not 0 <= start_epoch <= n_epoch:
             raise ValueError(f"start_epoch={start_epoch} must be between 0 and n_epoch={n_epoch}.")
         if start_epoch < n_epoch:
-            checks.check_train_batches(self.dls)
-        cbs = [*_listify(cbs), *distributed.auto_callbacks(self), *resume_callbacks(resume)]
-        with self.added_cbs(cbs), self._running("fit"):
+            setup_checks.check_train_batches(self.dls)
+        cbs = [*listify(cbs), *distributed.auto_callbacks(self), *resume_callbacks(resume)]
+        self._fit(n_epoch, lr, wd, cbs, reset_opt, start_epoch, RunMode.FIT)
+
+    def _fit(
+        self,
+        n_epoch: int,
+        lr: Any,
+        wd: float | None,
+        cbs: list,
+        reset_opt: bool,
+        start_epoch: int,
+        mode: RunMode,
+    ) -> None:
+        with self.added_cbs(cbs), self._running(mode):
             if reset_opt or self.opt is None:
                 self.create_opt()
             else:
-                self._prepare_device()
+                self.prepare_device()
             wd = self.wd if wd is None else wd
             if wd is not None:
                 set_hyper(self.opt, "wd", wd)
@@ -375,7 +442,7 @@ class Learner(CallbackHost):
     ) -> None:
         """Train with the 1cycle policy: lr from `lr_max/div` up to `lr_max` (cosine, first `pct_start`), then
         down to `lr_max/div_final`; momentum `moms` (default `self.moms`) goes the opposite way. `resume`: as `fit`."""
-        cbs = [*_listify(cbs), *resume_callbacks(resume)]
+        cbs = [*listify(cbs), *resume_callbacks(resume)]
         schedule.fit_one_cycle(
             self, n_epoch, lr_max, div, div_final, pct_start, wd, moms, cbs, reset_opt, start_epoch
         )
@@ -431,8 +498,16 @@ class Learner(CallbackHost):
         show_plot: bool = True,
         suggest_funcs: Any = (schedule.valley,),
     ) -> Any:
-        """Run the lr range test, restore weights/optimizer/RNG exactly, and return `SuggestedLRs`."""
-        return schedule.lr_find(self, start_lr, end_lr, num_it, stop_div, show_plot, suggest_funcs)
+        """Run the lr range test, restore weights/optimizer/RNG exactly, and return `SuggestedLRs`.
+
+        It trains like `fit` (with `run_mode` `RunMode.LR_FIND`: trackers, loggers and checkpoints stay off)
+        with an `LRFinder`, which puts every state back afterwards, so a later `fit` trains as if it never ran.
+        """
+        finder, n_epoch = schedule.lr_finder(self, start_lr, end_lr, num_it, stop_div)
+        cbs = [finder, *distributed.auto_callbacks(self)]
+        with self.no_logging():
+            self._fit(n_epoch, None, None, cbs, False, 0, RunMode.LR_FIND)
+        return schedule.lr_find_result(self, finder, start_lr, show_plot, suggest_funcs)
 
     def validate(self, ds_idx: int = 1, dl: Any = None, cbs: Any = None) -> list[Any]:
         """Return `[valid_loss, *metrics]` on `dls[ds_idx]` (or `dl`), without logging or bars."""
@@ -524,3 +599,9 @@ class Learner(CallbackHost):
 
     def __repr__(self) -> str:
         return f"Learner(model={type(self.model).__name__}, loss_func={self.loss_func!r}, cbs={self.cbs})"
+
+    def export_onnx(self, fname: str | Path = "export.onnx", **kwargs: Any) -> Path:
+        """Write the model as ONNX with its input preprocessing and activation (`fastvision.export.export_onnx`); return the path."""
+        from .export import export_onnx
+
+        return export_onnx(self, fname, **kwargs)

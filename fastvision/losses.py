@@ -8,7 +8,10 @@ identity) and `decodes(x)` (what turns probabilities into predictions: argmax, `
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import functools
+import inspect
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -28,6 +31,8 @@ __all__ = [
     "LabelSmoothingCrossEntropyFlat",
     "loss_activation",
     "loss_decodes",
+    "unreduced",
+    "reduce_loss",
 ]
 
 
@@ -253,7 +258,7 @@ class FocalLoss(nn.Module):
         """Return the focal loss of logits `inp` (N x C) for class indices `targ` (N)."""
         ce = F.cross_entropy(inp, targ, weight=self.weight, reduction="none")
         loss = (1 - torch.exp(-ce)) ** self.gamma * ce
-        return _reduce(loss, self.reduction)
+        return reduce_loss(loss, self.reduction)
 
 
 class FocalLossFlat(BaseLoss):
@@ -303,7 +308,7 @@ class LabelSmoothingCrossEntropy(nn.Module):
         """Return the smoothed loss of logits `output` (N x C) for class indices `target` (N)."""
         c = output.shape[1]
         log_preds = F.log_softmax(output, dim=1)
-        smooth = _reduce(-log_preds.sum(dim=1), self.reduction)
+        smooth = reduce_loss(-log_preds.sum(dim=1), self.reduction)
         nll = F.nll_loss(log_preds, target.long(), weight=self.weight, reduction=self.reduction)
         return smooth * self.eps / c + (1 - self.eps) * nll
 
@@ -335,7 +340,8 @@ class LabelSmoothingCrossEntropyFlat(BaseLoss):
         return x.argmax(dim=self.axis)
 
 
-def _reduce(loss: Tensor, reduction: str) -> Tensor:
+def reduce_loss(loss: Tensor, reduction: str) -> Tensor:
+    """Reduce a per-item `loss` as `reduction` says: 'mean', 'sum' or 'none' (unchanged)."""
     if reduction == "mean":
         return loss.mean()
     if reduction == "sum":
@@ -398,3 +404,31 @@ def loss_decodes(loss_func: Any) -> Callable[[Tensor], Tensor]:
         return dec
     found = _lookup(loss_func)
     return found[1] if found else _identity
+
+
+@contextlib.contextmanager
+def unreduced(loss_func: Any) -> Iterator[Callable[..., Tensor]]:
+    """Yield `loss_func` made to return one loss per item (`reduction='none'`) for the duration of the block.
+
+    A loss with a `reduction` attribute (torch and fastvision loss modules) has it set to 'none' and put
+    back after the block; a function taking `reduction=` is partially applied. Anything else raises a
+    `TypeError`.
+    """
+    if hasattr(loss_func, "reduction"):
+        old, loss_func.reduction = loss_func.reduction, "none"
+        try:
+            yield loss_func
+        finally:
+            loss_func.reduction = old
+        return
+    try:
+        accepts = "reduction" in inspect.signature(loss_func).parameters
+    except (TypeError, ValueError):
+        accepts = False
+    if not accepts:
+        raise TypeError(
+            f"Cannot get one loss per item from {loss_func!r}: it has no `reduction` attribute or argument. Use a "
+            "torch loss module (nn.CrossEntropyLoss()), a fastvision one (CrossEntropyLossFlat()), or a function "
+            "taking `reduction=`."
+        )
+    yield functools.partial(loss_func, reduction="none")

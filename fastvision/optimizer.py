@@ -52,9 +52,12 @@ def _fast_flags(params: Iterable[Any]) -> dict[str, bool]:
     return {}
 
 
+DEFAULT_LR = 1e-3  # fastai's `defaults.lr`: the Learner's and the optimizers' default learning rate
+
+
 def Adam(  # noqa: N802 - fastai's public name
     params: Iterable[Any],
-    lr: float = 1e-3,
+    lr: float = DEFAULT_LR,
     mom: float = 0.9,
     sqr_mom: float = 0.99,
     eps: float = 1e-5,
@@ -97,7 +100,7 @@ class _DecoupledSGD(torch.optim.SGD):
 
 
 def SGD(  # noqa: N802 - fastai's public name
-    params: Iterable[Any], lr: float = 1e-3, mom: float = 0.0, wd: float = 0.0, decouple_wd: bool = True
+    params: Iterable[Any], lr: float = DEFAULT_LR, mom: float = 0.0, wd: float = 0.0, decouple_wd: bool = True
 ) -> torch.optim.Optimizer:
     """Return SGD with fastai's defaults (no momentum, no weight decay); decoupled decay when `wd` is set."""
     cls = _DecoupledSGD if decouple_wd else torch.optim.SGD

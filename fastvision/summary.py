@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
+from .callback.core import Callback, RunMode
+
 __all__ = ["PrettyString", "layer_info", "learner_summary"]
+
+_Info = tuple[str, int | None, bool | None, Any, bool]
 
 _W = 76
 
@@ -27,12 +33,11 @@ def _shape(o: Any) -> tuple[int, ...] | None:
     return None
 
 
-def layer_info(model: nn.Module, *xb: torch.Tensor) -> list[tuple[str, int | None, bool | None, Any, bool]]:
-    """Run `model(*xb)` in eval mode with hooks on every leaf module.
-
-    Returns one `(type name, param count or None, trainable, output shape, shape preserved)` per call.
-    """
-    infos: list[tuple[str, int | None, bool | None, Any, bool]] = []
+@contextlib.contextmanager
+def _hooked(model: nn.Module) -> Iterator[list[_Info]]:
+    """Yield a list that gets one `(type name, param count or None, trainable, output shape, shape preserved)`
+    per leaf-module call in the block."""
+    infos: list[_Info] = []
 
     def hook(m: nn.Module, inp: tuple, out: Any) -> None:
         params = list(m.parameters(recurse=False))
@@ -42,18 +47,44 @@ def layer_info(model: nn.Module, *xb: torch.Tensor) -> list[tuple[str, int | Non
         out_shape = _shape(out)
         infos.append((type(m).__name__, n, trainable, out_shape, in_shape == out_shape))
 
-    leaves = [m for m in model.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(hook) for m in leaves]
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        yield infos
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def layer_info(model: nn.Module, *xb: torch.Tensor) -> list[_Info]:
+    """Run `model(*xb)` in eval mode with hooks on every leaf module.
+
+    Returns one `(type name, param count or None, trainable, output shape, shape preserved)` per call.
+    """
     was_training = model.training
     try:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), _hooked(model) as infos:
             model(*xb)
     finally:
         model.train(was_training)
-        for h in handles:
-            h.remove()
     return infos
+
+
+class _LayerInfo(Callback):
+    """Record the leaf modules' outputs during the pass, and the first input's shape."""
+
+    def before_fit(self) -> None:
+        """Hook the leaf modules."""
+        self._hooks = _hooked(self.learn.model)
+        self.infos = self._hooks.__enter__()
+
+    def before_batch(self) -> None:
+        """Note the input shape."""
+        self.input_shape = tuple(self.learn.xb[0].shape)
+
+    def after_fit(self) -> None:
+        """Remove the hooks."""
+        self._hooks.__exit__(None, None, None)
 
 
 def _fmt_shape(s: Any) -> str:
@@ -61,14 +92,14 @@ def _fmt_shape(s: Any) -> str:
 
 
 def learner_summary(learn: Any) -> PrettyString:
-    """Build fastai's summary layout for `learn` (one forward pass on the first training batch)."""
-    learn._prepare_device()
+    """Build fastai's summary layout for `learn` (one evaluation pass, `learn.evaluate`, on the first training batch's inputs)."""
     b = next(iter(learn.dls.train))
     b = b if isinstance(b, (tuple, list)) else (b,)
     n_inp = getattr(learn.dls, "n_inp", None) or 1
-    xb = learn._to_device(tuple(b[:n_inp]))
-    infos = layer_info(learn.model, *xb)
-    lines = [f"{type(learn.model).__name__} (Input shape: {_fmt_shape(xb[0].shape)})", "=" * _W]
+    rec = _LayerInfo()
+    learn.evaluate([tuple(b[:n_inp])], [rec], RunMode.PREDICT)  # inputs only: no loss
+    infos = rec.infos
+    lines = [f"{type(learn.model).__name__} (Input shape: {_fmt_shape(rec.input_shape)})", "=" * _W]
     lines += [f"{'Layer (type)':<20} {'Output Shape':<20} {'Param #':<10} Trainable", "=" * _W]
     prev = None
     for i, (name, n, trainable, shape, same) in enumerate(infos):

@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["Transform", "Pipeline", "TRAIN", "VALID", "tfm_list"]
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = ["Transform", "Pipeline", "ToTensor", "image_to_tensor", "TRAIN", "VALID", "tfm_list"]
 
 TRAIN, VALID = 0, 1
 
@@ -49,6 +53,32 @@ class Transform:
         args = {k: v for k, v in vars(self).items() if not k.startswith("_")}
         inner = ", ".join(f"{k}={v!r}" for k, v in args.items())
         return f"{self.name}({inner})"
+
+
+def image_to_tensor(img: Image.Image) -> torch.Tensor:
+    """Convert a PIL image to a uint8 tensor C x H x W (greyscale 'L' gives 1 x H x W)."""
+    arr = np.array(img)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return torch.from_numpy(arr).permute(2, 0, 1)  # a channels-last view: collate stacks it with one copy
+
+
+class ToTensor(Transform):
+    """Convert an image to a uint8 tensor C x H x W; anything else passes through.
+
+    PIL images are converted here; any other object with a `to_tensor()` method converts itself (vision's
+    decoded images return their pixels, still-encoded JPEG bytes a pending item). Every block starts its
+    item transforms with it; an item resize may hand it a tensor or pending window already.
+    """
+
+    order = 5
+
+    def encodes(self, x: Any, split_idx: int | None = None) -> Any:
+        """Convert images; return anything else unchanged."""
+        if isinstance(x, Image.Image):
+            return image_to_tensor(x)
+        to_tensor = None if isinstance(x, torch.Tensor) else getattr(x, "to_tensor", None)
+        return to_tensor() if callable(to_tensor) else x
 
 
 class Pipeline:

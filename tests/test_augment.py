@@ -15,7 +15,6 @@ from fastvision.vision.augment import (
     Warp,
     Zoom,
     aug_transforms,
-    materialize,
 )
 from fastvision.vision.lazy import PendingBatch, PendingImage, collate_pending
 from fastvision.vision.lighting import (
@@ -29,6 +28,7 @@ from fastvision.vision.lighting import (
     Saturation,
     imagenet_stats,
 )
+from fastvision.vision.sample import materialize
 
 # Interpolation tolerance: identical sampling positions give float32 round-off only.
 ATOL = 1e-5

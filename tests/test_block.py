@@ -8,10 +8,7 @@ from fastvision.data.block import (
     CategoryBlock,
     CategoryMap,
     DataBlock,
-    ImageBlock,
     MultiCategoryBlock,
-    PILImage,
-    PILImageBW,
     RegressionBlock,
     TransformBlock,
 )
@@ -25,9 +22,11 @@ from fastvision.data.items import (
     parent_label,
     using_attr,
 )
+from fastvision.transform import ToTensor
+from fastvision.vision.block import ImageBlock, PILImage, PILImageBW
 from fastvision.vision.data import ImageDataLoaders
 from fastvision.vision.lighting import IntToFloatTensor
-from fastvision.vision.resize import Resize, ToTensor
+from fastvision.vision.resize import Resize
 
 PAT = r"(.+)_\d+.jpg$"
 

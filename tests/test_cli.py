@@ -104,9 +104,10 @@ def folder(tmp_path):
 
 @pytest.fixture
 def exported(tmp_path, folder):
-    from fastvision.data.block import CategoryBlock, DataBlock, ImageBlock
+    from fastvision.data.block import CategoryBlock, DataBlock
     from fastvision.data.items import RandomSplitter, get_image_files, parent_label
     from fastvision.export import export
+    from fastvision.vision.block import ImageBlock
     from fastvision.vision.learner import vision_learner
     from fastvision.vision.resize import Resize
 
@@ -155,7 +156,7 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, folder, exported, capsys)
 
 
 def test_errors_are_one_line_when_run_as_a_command(tmp_path, folder):
-    """`python -m fastvision.cli` (what `fastvision` runs): errors raised in cli_train are caught too."""
+    """`python -m fastvision.cli` (what `fastvision` runs): errors raised in the command modules are caught too."""
     for args, match in [
         (["train", sorted(folder.rglob("*.jpg"))[0], *TINY], "is a file"),
         (["train", folder, "--labels", "re:((", *TINY], "not a valid regular expression"),
@@ -164,6 +165,38 @@ def test_errors_are_one_line_when_run_as_a_command(tmp_path, folder):
         res = run_cli(*args, cwd=tmp_path)
         assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr[-2000:]
         assert match in res.stderr
+
+
+def test_export_onnx_command_writes_a_model_that_matches_predict(
+    tmp_path, folder, exported, capsys, monkeypatch
+):
+    ort = pytest.importorskip("onnxruntime")
+    from fastvision.export import load_learner
+
+    out = tmp_path / "onnx" / "model.onnx"
+    assert main(["export-onnx", str(exported), str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"wrote {out}" in text and "uint8 batch x 3 x 32 x 32" in text and "softmax probabilities" in text
+    inf = load_learner(exported)
+    items = sorted(folder.rglob("*.jpg"))[:5]
+    dl = inf.test_dl(items, bs=5)
+    dl.after_batch = []  # the uint8 pixels at the model size: what the ONNX file takes
+    raw = next(iter(dl))[0]
+    got = ort.InferenceSession(str(out)).run(["output"], {"input": raw.numpy()})[0]
+    assert abs(got - inf.get_preds(items).numpy()).max() < 1e-3
+
+    raw_out = tmp_path / "raw.onnx"
+    assert main(["export-onnx", str(exported), str(raw_out), "--no-preprocess", "--no-activation"]) == 0
+    assert "float32 batch x 3 x 32 x 32" in capsys.readouterr().out
+    cases = [
+        (["export-onnx", tmp_path / "nope.json", out], "no exported model"),
+        (["export-onnx", exported, tmp_path / "model.onx"], "should be an .onnx file"),
+    ]
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if the extra were not installed
+    cases.append((["export-onnx", exported, tmp_path / "x.onnx"], "pip install fastvision[onnx]"))
+    for args, match in cases:
+        code, err = cli_error(args, capsys)
+        assert code == 2 and len(err) == 1 and match in err[0], (args, err)
 
 
 def test_a_diverged_run_keeps_the_previous_export_and_exits_1(tmp_path, folder, capsys):
@@ -216,12 +249,12 @@ def test_demo_writes_its_model_in_the_out_folder(tmp_path, monkeypatch):
     from fastvision import demo
     from fastvision.data.external import TensorImageDataset
 
-    def tiny_dls(bs=256, n_train=None, n_test=None, seed=42, device=None, aug=True):
+    def tiny_dls(bs=256, n_train=None, n_test=None, seed=42, device=None, aug=True, n_valid=0):
         from fastvision.data.load import DataLoaders
         from fastvision.vision.lighting import IntToFloatTensor
 
         x, y = torch.randint(0, 255, (48, 1, 28, 28), dtype=torch.uint8), torch.arange(48) % 10
-        dsets = [TensorImageDataset(x[i::2], y[i::2], [str(c) for c in range(10)]) for i in (0, 1)]
+        dsets = [TensorImageDataset(x[i::3], y[i::3], [str(c) for c in range(10)]) for i in (0, 1, 2)]
         return DataLoaders.from_dsets(
             *dsets, bs=8, after_batch=[IntToFloatTensor()], num_workers=0, device="cpu"
         )

@@ -116,9 +116,9 @@ def test_api_methods_have_anchors_and_internal_modules_are_out_of_the_nav(site):
     assert 'href="#learner.fine_tune"' in learner  # the method list links each heading
     home = (site / "index.html").read_text()
     nav = home[home.index('class="wy-menu') :]
-    assert "api/learner/" in nav and "api/checks/" not in nav and "api/inference/" not in nav
-    assert (site / "api" / "checks" / "index.html").is_file()  # still built, listed on the API index
-    assert 'href="checks/"' in (site / "api" / "index.html").read_text()
+    assert "api/learner/" in nav and "api/setup_checks/" not in nav and "api/inference/" not in nav
+    assert (site / "api" / "setup_checks" / "index.html").is_file()  # still built, listed on the API index
+    assert 'href="setup_checks/"' in (site / "api" / "index.html").read_text()
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ from fastvision.callback.core import (
     CancelFitException,
     CancelStepException,
     CancelTrainException,
+    RunMode,
 )
 from fastvision.learner import Learner
 
@@ -298,3 +299,86 @@ def test_progress_bar_totals_match_each_phase(monkeypatch):
     learn.add_cb(ProgressCallback(mode="bar"))  # replaces the default one
     learn.fit(2)
     assert totals == [2, 1, 2, 1]
+
+
+class ModeLog(Callback):
+    """Record `(run_mode, is_fitting)` at before_fit, before_batch and after_fit."""
+
+    def __init__(self):
+        self.seen = []
+
+    def _note(self, event):
+        self.seen.append((event, self.learn.run_mode, self.learn.is_fitting))
+
+    def before_fit(self):
+        self._note("before_fit")
+
+    def before_batch(self):
+        self._note("before_batch")
+
+    def after_fit(self):
+        self._note("after_fit")
+
+
+@pytest.mark.parametrize(
+    "call,mode",
+    [
+        (lambda learn: learn.fit(1), RunMode.FIT),
+        (lambda learn: learn.fit_one_cycle(1), RunMode.FIT),
+        (lambda learn: learn.validate(), RunMode.VALIDATE),
+        (lambda learn: learn.get_preds(), RunMode.PREDICT),
+        (lambda learn: learn.lr_find(num_it=6, show_plot=False, suggest_funcs=None), RunMode.LR_FIND),
+    ],
+)
+def test_run_mode_is_set_for_the_whole_run_and_cleared_after(call, mode):
+    learn, _ = make_learner()
+    log = ModeLog()
+    learn.add_cb(log)
+    assert learn.run_mode is None and not learn.is_fitting
+    with learn.no_logging():
+        call(learn)
+    assert log.seen and all(m is mode and fitting == (mode is RunMode.FIT) for _, m, fitting in log.seen)
+    assert learn.run_mode is None and not learn.is_fitting
+    assert RunMode(mode.value) is mode and mode == mode.value  # a str enum: 'fit', 'validate', ...
+
+
+def test_a_validate_nested_in_fit_has_its_own_mode_and_puts_the_fit_back():
+    seen = []
+
+    class NestedValidate(Callback):
+        order = 55
+
+        def after_epoch(self):
+            if self.learn.is_fitting:
+                seen.append(("before", self.learn.run_mode, self.learn.epoch, self.learn.training))
+                res = self.learn.validate()
+                seen.append(("result", len(res), self.learn.final_record is not res))
+                seen.append(("after", self.learn.run_mode, self.learn.epoch, self.learn.training))
+
+        def before_batch(self):
+            if not self.learn.training:
+                seen.append(("inner", self.learn.run_mode))
+
+    learn, _ = make_learner()
+    with learn.no_logging():
+        learn.fit(1, cbs=[NestedValidate()])
+    assert seen == [
+        ("inner", RunMode.FIT),  # the fit's own validation phase
+        ("before", RunMode.FIT, 0, False),
+        ("inner", RunMode.VALIDATE),
+        ("result", 1, True),  # [valid_loss] of the nested pass, not the fit's [train_loss, valid_loss]
+        ("after", RunMode.FIT, 0, False),
+    ]
+
+
+def test_evaluate_runs_one_validation_pass_and_rejects_training_modes():
+    learn, log = make_learner()
+    x, y = torch.randn(6, 3), torch.randint(0, 2, (6,))
+    log.events.clear()
+    res = learn.evaluate([(x[:4], y[:4]), (x[4:], y[4:])])
+    phase = ["before_validate", *VALID_BATCH, *VALID_BATCH, "after_validate"]
+    assert log.events == ["before_fit", "before_epoch", *phase, "after_epoch", "after_fit"]
+    expected = nn.functional.cross_entropy(learn.model(x), y).item()
+    assert res[0] == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="evaluate runs no training; got run_mode=<RunMode.FIT"):
+        learn.evaluate([(x, y)], run_mode=RunMode.FIT)

@@ -16,12 +16,13 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
 
-from fastvision.data.block import CategoryBlock, DataBlock, ImageBlock
+from fastvision.data.block import CategoryBlock, DataBlock
 from fastvision.data.items import RandomSplitter, get_image_files, parent_label
 from fastvision.export import _probe_loss, export, load_learner
 from fastvision.learner import Learner
 from fastvision.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat
 from fastvision.testing import make_tensor_data
+from fastvision.vision.block import ImageBlock
 from fastvision.vision.learner import vision_learner
 from fastvision.vision.models import TinyVGG
 from fastvision.vision.resize import Resize
@@ -84,7 +85,8 @@ def test_round_trip_in_fresh_process_with_lambda_get_y(tmp_path):
     train = f"""
         import json, torch
         from fastvision.testing import make_image_folder
-        from fastvision.data.block import DataBlock, ImageBlock, CategoryBlock
+        from fastvision.data.block import DataBlock, CategoryBlock
+        from fastvision.vision.block import ImageBlock
         from fastvision.data.items import get_image_files, RandomSplitter
         from fastvision.vision.resize import Resize
         from fastvision.vision.learner import vision_learner

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastvision.callback.core import Callback
+from fastvision.callback.core import Callback, RunMode
 from fastvision.callback.fp16 import AMPMode, ChannelsLast, MixedPrecision
 
 
@@ -16,7 +16,14 @@ def fake_learner(device="cpu"):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    return SimpleNamespace(model=model, opt=opt, autocast=contextlib.nullcontext, scaler=None, training=True)
+    return SimpleNamespace(
+        model=model,
+        opt=opt,
+        autocast=contextlib.nullcontext,
+        scaler=None,
+        training=True,
+        run_mode=RunMode.FIT,
+    )
 
 
 def train(learn, cb, steps=30):

@@ -593,9 +593,10 @@ def test_callback_overriding_call_sees_every_event():
 
 
 def test_predict_errors_are_short(tmp_path):
-    from fastvision.data.block import CategoryBlock, DataBlock, ImageBlock
+    from fastvision.data.block import CategoryBlock, DataBlock
     from fastvision.data.items import get_image_files, parent_label
     from fastvision.testing import make_image_folder
+    from fastvision.vision.block import ImageBlock
     from fastvision.vision.resize import Resize
 
     path = make_image_folder(tmp_path / "img", n_per_class=3, layout="parent")
@@ -658,3 +659,62 @@ def test_binary_single_logit_predict_and_accuracy():
     label, dec, prob = learn.predict(item)
     with torch.no_grad():
         assert label == ("pos" if float(learn.model(item[None])) > 0 else "neg")
+
+
+# ---- issue 14.5: integer images reaching a float model -------------------------------------------------------
+def _uint8_learner(model):
+    x = torch.randint(0, 256, (8, 1, 4, 4), dtype=torch.uint8)  # what fastvision's ToTensor gives
+    y = torch.randint(0, 2, (8,))
+    dls = DLs(DataLoader(TensorDataset(x, y), batch_size=4), DataLoader(TensorDataset(x, y), batch_size=4))
+    return Learner(dls, model, loss_func=nn.CrossEntropyLoss())
+
+
+@pytest.mark.parametrize("first", [nn.Linear(16, 2), nn.Conv2d(1, 2, 4)])
+def test_uint8_batch_to_a_float_model_names_int_to_float_and_the_import_order(first):
+    body = [nn.Flatten(), first] if isinstance(first, nn.Linear) else [first, nn.Flatten()]
+    learn = _uint8_learner(nn.Sequential(*body))
+    w0 = [p.detach().clone() for p in learn.model.parameters()]
+    with pytest.raises(TypeError, match=r"xb\[0\] is a torch.uint8 tensor of shape \(4, 1, 4, 4\)") as info:
+        learn.fit(1)
+    msg = str(info.value)
+    assert "IntToFloatTensor()" in msg and "from fastvision.all import *" in msg and "ToTensor" in msg
+    assert isinstance(info.value.__cause__, RuntimeError)  # torch's own message is chained
+    assert all(torch.equal(a, b) for a, b in zip(w0, learn.model.parameters()))  # raised at the first batch
+    with pytest.raises(TypeError, match="IntToFloatTensor"):
+        learn.get_preds()
+
+
+def test_a_model_that_takes_uint8_itself_still_trains():
+    class Scale(nn.Module):
+        def forward(self, x):
+            return x.float() / 255
+
+    learn = _uint8_learner(nn.Sequential(Scale(), nn.Flatten(), nn.Linear(16, 2)))
+    with learn.no_logging():
+        learn.fit(1)
+    assert len(learn.recorder.values) == 1
+
+
+# ---- issue 11: one run-mode signal, no private access from outside learner.py ------------------------------
+def test_run_mode_is_the_only_signal():
+    learn = small_learner()
+    assert learn.run_mode is None and not learn.is_fitting
+    assert not hasattr(learn, "mode") and not hasattr(learn, "in_lr_find")
+
+
+def test_no_module_outside_learner_py_touches_a_learners_private_attributes():
+    import re
+    from pathlib import Path
+
+    import fastvision
+
+    root = Path(fastvision.__file__).parent
+    private = re.compile(r"\blearn(?:er)?\._[a-z]\w*")
+    found = {
+        f"{p.relative_to(root)}:{i}": m.group(0)
+        for p in root.rglob("*.py")
+        if p.name != "learner.py" or p.parent != root
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if (m := private.search(line))
+    }
+    assert not found, f"private Learner attributes used outside learner.py: {found}"

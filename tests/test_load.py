@@ -399,12 +399,13 @@ def test_new_overrides_and_one_batch_errors():
 
 # ----- end to end with DataBlock -----
 def test_datablock_end_to_end(pets_folder):
-    block = pytest.importorskip("fastvision.data.block")
+    from fastvision.data.block import CategoryBlock, DataBlock
     from fastvision.data.items import RandomSplitter, RegexLabeller, get_image_files, using_attr
+    from fastvision.vision.block import ImageBlock
     from fastvision.vision.resize import Resize
 
-    dblock = block.DataBlock(
-        blocks=(block.ImageBlock, block.CategoryBlock),
+    dblock = DataBlock(
+        blocks=(ImageBlock, CategoryBlock),
         get_items=get_image_files,
         get_y=using_attr(RegexLabeller(r"(.+)_\d+.jpg$"), "name"),
         splitter=RandomSplitter(seed=0),
@@ -453,3 +454,45 @@ def test_tensor_image_dataset_batches_are_the_per_item_batches():
         idx = [int(torch.nonzero((x == xi).flatten(1).all(1))[0]) for xi in xb]
         assert torch.equal(xb, torch.stack([items[i][0] for i in idx])) and yb.dtype == torch.long
         assert yb.tolist() == [items[i][1] for i in idx]
+
+
+class FakeFashionMNIST(torch.utils.data.Dataset):
+    """Like torchvision's FashionMNIST: (1x8x8 float image, int target), class names in `.classes`."""
+
+    classes = "T-shirt/top Trouser Pullover Dress Coat Sandal Shirt Sneaker Bag Boot".split()
+
+    def __init__(self, n=20):
+        self.x = torch.rand(n, 1, 8, 8)
+        self.y = [i % 10 for i in range(n)]
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+def test_from_dsets_keeps_class_names_of_subsets():
+    full = FakeFashionMNIST()
+    train, valid = torch.utils.data.random_split(full, [14, 6], generator=torch.Generator().manual_seed(0))
+    nested = torch.utils.data.Subset(valid, [0, 1, 2])
+    dls = DataLoaders.from_dsets(train, nested, bs=4, num_workers=0, device="cpu")
+    assert dls.vocab == FakeFashionMNIST.classes and dls.c == 10
+    assert isinstance(dls.loss_func, torch.nn.CrossEntropyLoss)
+    assert dls.valid.dataset.classes == FakeFashionMNIST.classes
+    assert not hasattr(train, "classes") and not hasattr(nested, "classes")  # the caller's are untouched
+    x, y = dls.one_batch()
+    labels = [label for _, label in dls.decode_batch((x, y))]
+    assert labels == [FakeFashionMNIST.classes[int(t)] for t in y]
+    plain = DataLoaders.from_dsets(torch.utils.data.TensorDataset(full.x), bs=4, num_workers=0, device="cpu")
+    assert plain.vocab is None
+
+
+def test_batch_size_is_an_alias_of_bs():
+    ds = FakeFashionMNIST()
+    dl = DataLoader(ds, batch_size=5, shuffle=True, num_workers=0, device="cpu")
+    assert dl.bs == 5 and len(dl) == 4 and dl.one_batch()[0].shape[0] == 5
+    assert DataLoader(ds, bs=5, batch_size=5, num_workers=0).bs == 5
+    assert dl.new(batch_size=10).bs == 10 and dl.new(bs=2).bs == 2
+    with pytest.raises(TypeError, match=r"bs=4 and batch_size=5.*Pass only one"):
+        DataLoader(ds, bs=4, batch_size=5, num_workers=0)

@@ -13,6 +13,7 @@ from fastvision.callback.core import (
     CancelStepException,
     CancelTrainException,
     CancelValidException,
+    RunMode,
 )
 from fastvision.callback.loggers import (
     CSVLogger,
@@ -27,7 +28,9 @@ NAMES = ["epoch", "train_loss", "valid_loss", "accuracy", "time"]
 
 def fake_learner(path, names=NAMES, **kw):
     recorder = SimpleNamespace(metric_names=names, values=[])
-    return SimpleNamespace(path=path, recorder=recorder, epoch=0, cbs=[], **kw)
+    return SimpleNamespace(
+        **{"path": path, "recorder": recorder, "epoch": 0, "cbs": [], "is_fitting": True, **kw}
+    )
 
 
 def log_epochs(cb, learn, rows):
@@ -83,7 +86,7 @@ def test_csv_logger_append(tmp_path):
 
 
 def test_csv_logger_off_during_lr_find(tmp_path):
-    log_epochs(CSVLogger(), fake_learner(tmp_path, mode="lr_find"), [[0.9, 0.8, 0.5]])
+    log_epochs(CSVLogger(), fake_learner(tmp_path, is_fitting=False), [[0.9, 0.8, 0.5]])
     assert not (tmp_path / "history.csv").exists()
 
 
@@ -141,7 +144,11 @@ def linear_learner():
     torch.manual_seed(0)
     model = nn.Linear(3, 1)
     return SimpleNamespace(
-        model=model, opt=torch.optim.SGD(model.parameters(), lr=0.1), training=True, scaler=None
+        model=model,
+        opt=torch.optim.SGD(model.parameters(), lr=0.1),
+        training=True,
+        scaler=None,
+        run_mode=RunMode.FIT,
     )
 
 

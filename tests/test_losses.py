@@ -140,3 +140,19 @@ def test_loss_activation_uses_own_methods():
     loss = BCEWithLogitsLossFlat(thresh=0.9)
     assert loss_decodes(loss)(torch.tensor([0.8])).item() is False
     assert loss_activation(CrossEntropyLossFlat(axis=1))(torch.zeros(1, 2, 3)).shape == (1, 2, 3)
+
+
+def test_unreduced_gives_one_loss_per_item_and_puts_the_reduction_back():
+    from fastvision.losses import reduce_loss, unreduced
+
+    x, y = torch.randn(6, 3), torch.randint(0, 3, (6,))
+    want = F.cross_entropy(x, y, reduction="none")
+    for lf in (nn.CrossEntropyLoss(), CrossEntropyLossFlat(), F.cross_entropy):
+        with unreduced(lf) as per_item:
+            assert torch.allclose(per_item(x, y), want, atol=1e-6)
+        assert getattr(lf, "reduction", "mean") == "mean"
+        assert torch.allclose(lf(x, y), want.mean(), atol=1e-6)
+    assert torch.equal(reduce_loss(want, "sum"), want.sum()) and reduce_loss(want, "none") is want
+    with pytest.raises(TypeError, match="no `reduction` attribute or argument"):
+        with unreduced(lambda p, t: (p - t).abs().mean()):
+            pass

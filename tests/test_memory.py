@@ -5,9 +5,10 @@ import torch
 
 import fastvision.vision.lazy as lazy
 from fastvision.memory import advise_huge_pages, batch_empty, float_batch
-from fastvision.vision.augment import Rotate, Warp, _resample
+from fastvision.vision.augment import Rotate, Warp
 from fastvision.vision.lazy import PendingImage, collate_pending
 from fastvision.vision.lighting import Brightness, Contrast, IntToFloatTensor, LightingGroup
+from fastvision.vision.sample import resample
 
 
 def _pixels(c, h, w, seed):
@@ -44,7 +45,9 @@ def test_float_batch_equals_float_and_keeps_the_layout():
 
 def test_advise_huge_pages_keeps_contents_and_ignores_small_tensors():
     big = torch.arange(3 << 20, dtype=torch.float32)  # 12 MB, already written
-    assert advise_huge_pages(big) is big and torch.equal(big[-3:], torch.tensor([3145725.0, 3145726.0, 3145727.0]))
+    assert advise_huge_pages(big) is big and torch.equal(
+        big[-3:], torch.tensor([3145725.0, 3145726.0, 3145727.0])
+    )
     small = torch.ones(3)
     assert advise_huge_pages(small) is small
 
@@ -81,8 +84,8 @@ def test_reading_each_items_span_equals_reading_the_whole_canvas(pad_mode):
     torch.manual_seed(0)
     lmat = Rotate(max_deg=30, p=1.0).matrix(3, 16, 16, 0) @ Warp(magnitude=0.3, p=1.0).matrix(3, 16, 16, 0)
     cache = {"buf": torch.full((pb.canvas.numel(),), float("nan"))}
-    got = _resample(pb.canvas, lmat, (12, 12), pb.hw, pb.window, "bilinear", pad_mode, True, cache)
-    full = _resample(pb.canvas, lmat, (12, 12), pb.hw, pb.window, "bilinear", pad_mode, True, None)
+    got = resample(pb.canvas, lmat, (12, 12), pb.hw, pb.window, "bilinear", pad_mode, True, cache)
+    full = resample(pb.canvas, lmat, (12, 12), pb.hw, pb.window, "bilinear", pad_mode, True, None)
     assert not got.isnan().any()
     torch.testing.assert_close(got, full, atol=1e-6, rtol=0)
     assert cache["buf"].isnan().any()  # the copy really was partial: the test exercises the per-item path

@@ -3,7 +3,7 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from fastvision.vision.learner import create_vision_model
+from fastvision.vision.arch import create_vision_model
 from fastvision.vision.models import (
     AdaptiveConcatPool2d,
     ResNetSmall,
@@ -222,3 +222,17 @@ def test_arch_meta_lookup():
     assert model(torch.rand(2, 3, 16, 16)).shape == (2, 3)
     with pytest.raises(ValueError, match="Unknown architecture name 'resnet19'"):
         arch_meta("resnet19")
+
+
+def test_create_vision_model_takes_the_head_arguments_of_create_head():
+    import inspect
+
+    params = inspect.signature(create_vision_model).parameters
+    for name, p in inspect.signature(create_head).parameters.items():
+        if p.default is not p.empty:
+            assert params[name].default is p.default, name
+    model = create_vision_model("tinyvgg", 3, pretrained=False, concat_pool=False, bn_final=True)
+    assert type(model[1][0]).__name__ == "AdaptiveAvgPool2d" and type(model[1][-1]).__name__ == "BatchNorm1d"
+    assert model.arch_spec["head"]["concat_pool"] is False and model.arch_spec["head"]["first_bn"] is True
+    with pytest.raises(TypeError, match=r"'lin_ftr' \(did you mean 'lin_ftrs'\?\)"):
+        create_vision_model("tinyvgg", 3, pretrained=False, lin_ftr=[4])

@@ -12,11 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from fastvision.data.block import CategoryBlock, DataBlock, ImageBlock
+from fastvision.data.block import CategoryBlock, DataBlock
 from fastvision.data.items import RandomSplitter, RegexLabeller, get_image_files, using_attr
 from fastvision.data.load import DataLoader
 from fastvision.testing import make_image_folder
 from fastvision.transform import Transform
+from fastvision.vision.block import ImageBlock
 from fastvision.vision.data import ImageDataLoaders
 from fastvision.vision.image import ImageLoadError
 from fastvision.vision.resize import Resize

@@ -281,3 +281,27 @@ def test_show_every_is_checked():
         ProgressCallback(show_every=0)
     with pytest.raises(ValueError, match=r"show_every=2.5 must be an int >= 1"):
         ProgressCallback(show_every=2.5)
+
+
+def test_recorder_state_dict_round_trips_through_a_weights_only_file(tmp_path):
+    learn = make_learner(metrics=accuracy)
+    with learn.no_logging():
+        learn.fit(2, lr=0.1)
+    rec = learn.recorder
+    torch.save(rec.state_dict(), tmp_path / "rec.pth")
+    other = make_learner(metrics=accuracy)
+    other.recorder.load_state_dict(torch.load(tmp_path / "rec.pth", weights_only=True))
+    new = other.recorder
+    assert (
+        new.lrs == rec.lrs
+        and new.losses == rec.losses
+        and new.iters == rec.iters
+        and new.values == rec.values
+    )
+    assert len(new.losses) == 8 and len(new.values) == 2
+    assert new.smooth_loss.count == rec.smooth_loss.count == 8
+    assert torch.equal(new.smooth_loss.value, rec.smooth_loss.value)
+    assert torch.equal(other.smooth_loss, rec.smooth_loss.value)  # the learner's smoothed loss follows
+    with other.no_logging():  # a new fit starts the history and the smoothing afresh
+        other.fit(1, lr=0.1)
+    assert other.recorder.smooth_loss.count == 4 and len(other.recorder.values) == 1

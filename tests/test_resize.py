@@ -5,6 +5,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
+from fastvision.transform import ToTensor
 from fastvision.vision.lazy import PendingImage, collate_pending
 from fastvision.vision.resize import (
     CropPad,
@@ -13,7 +14,6 @@ from fastvision.vision.resize import (
     RandomCrop,
     RandomResizedCrop,
     Resize,
-    ToTensor,
 )
 
 
@@ -141,7 +141,7 @@ def test_lazy_matches_pil_resize(tfm, split):
         tfm.lazy = False
     if tfm.method != "pad" and tfm.size[0] > 30:  # upsampling (PIL anti-aliases downsampling), no padding
         assert (_grid_reference(p) - ref).abs().max() <= 1.5
-    from fastvision.vision.augment import materialize
+    from fastvision.vision.sample import materialize
 
     out = materialize(collate_pending([p]))[0] * 255
     assert out.shape == ref.shape

@@ -166,7 +166,7 @@ def test_keyboard_interrupt_leaves_a_usable_learner_and_says_how_to_resume(tmp_p
     msg = _interrupted_fit(learn, [ResumableCheckpoint(every_n_iters=1, keep_last=2), Interrupt()])
     ckpt = tmp_path / "models" / "resume_0000010.pth"  # the batch that was interrupted is not saved
     assert "KeyboardInterrupt" in msg and f"resume='{ckpt}'" in msg
-    assert learn.mode is None and learn.dl is None
+    assert learn.run_mode is None and learn.dl is None
     assert not any(isinstance(c, (Interrupt, ResumableCheckpoint)) for c in learn.cbs)
     assert learn.progress.mbar is None and learn.progress.pbar is None
     assert all(p.grad is None for p in learn.model.parameters())

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fastvision.callback.core import Callback
 from fastvision.callback.schedule import (
+    ParamScheduler,
     SchedCos,
     SchedExp,
     SchedLin,
@@ -251,7 +252,7 @@ def test_lr_find_restores_everything_in_memory(tmp_path):
         for n, t in v.items():
             if torch.is_tensor(t):
                 assert torch.equal(t, opt_state[k][n])
-    assert not learn.in_lr_find and math.isfinite(sugg.valley)
+    assert learn.run_mode is None and math.isfinite(sugg.valley)
     assert not (tmp_path / "models").exists()  # nothing written to disk
     assert len(learn.recorder.lrs) == len(learn.recorder.losses) >= 7
 
@@ -347,3 +348,46 @@ def test_lr_find_diverging_from_the_first_step_suggests_nothing():
     with pytest.warns(UserWarning, match="diverged from the first step"):
         sugg = learn.lr_find(num_it=20, show_plot=False)
     assert math.isnan(sugg.valley)
+
+
+def test_lr_find_then_fit_one_cycle_with_trackers_trains_bit_for_bit_like_fit_alone():
+    """Issue 11: lr_find loads back every component's state (model, optimizer, loaders, RNGs), so with a seeded
+    shuffling loader, dropout, BatchNorm, a one-cycle schedule and trackers, `lr_find` + `fit` == `fit`."""
+    from fastvision.callback.tracker import EarlyStoppingCallback, ReduceLROnPlateau
+    from fastvision.data.load import DataLoaders
+
+    def run(with_finder):
+        g = torch.Generator().manual_seed(5)
+        x, y = torch.randn(48, 4, generator=g), torch.randint(0, 3, (48,), generator=g)
+        dls = DataLoaders.from_dsets(
+            TensorDataset(x[:40], y[:40]), TensorDataset(x[40:], y[40:]), bs=8, seed=7
+        )
+        torch.manual_seed(0)
+        model = nn.Sequential(
+            nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3)
+        )
+        learn = Learner(dls, model, loss_func=nn.CrossEntropyLoss())
+        cbs = [EarlyStoppingCallback(patience=5), ReduceLROnPlateau(patience=1, min_delta=10.0)]
+        with learn.no_logging():
+            if with_finder:
+                learn.lr_find(num_it=9, show_plot=False)
+            learn.fit_one_cycle(3, 1e-2, cbs=cbs)
+        state = {k: v.clone() for k, v in learn.model.state_dict().items()}
+        return state, learn.recorder.losses, [r[:2] for r in learn.recorder.values], learn.recorder.lrs
+
+    (w1, losses1, rows1, lrs1), (w0, losses0, rows0, lrs0) = run(True), run(False)
+    assert w1.keys() == w0.keys() and all(torch.equal(w1[k], w0[k]) for k in w0)
+    assert losses1 == losses0 and rows1 == rows0 and lrs1 == lrs0
+
+
+def test_param_scheduler_state_dict_holds_its_records():
+    learn = make_learner()
+    sched = ParamScheduler({"lr": SchedCos(1e-2, 1e-4)})
+    with learn.no_logging():
+        learn.fit(1, cbs=[sched])
+    state = sched.state_dict()
+    assert len(state["hps"]["lr"]) == 4 and state["hps"]["lr"] == learn.recorder.hps["lr"]
+    assert state["hps"]["lr"][0] == pytest.approx(sched_cos(1e-2, 1e-4, 0.0))
+    other = ParamScheduler({"lr": SchedCos(1e-2, 1e-4)})
+    other.load_state_dict(state)
+    assert other.state_dict() == state and other.hps is not sched.hps

@@ -6,9 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
+from fastvision.data.display import target_text
 from fastvision.data.load import DataLoader
 from fastvision.transform import Transform
-from fastvision.vision.show import image_array, show_image, show_images, target_text
+from fastvision.vision.show import image_array, show_image, show_images
 
 
 @pytest.fixture(autouse=True)

@@ -36,7 +36,10 @@ def fake_learner(lr=0.1, **kw):
         cbs=[],
         loss=None,
         saved=saved,
+        is_fitting=True,
+        logged=[],
     )
+    learn.logger = learn.logged.append
     learn.save = lambda fname, with_opt=False: saved.append(
         ("save", fname, {k: v.clone() for k, v in model.state_dict().items()})
     )
@@ -108,11 +111,11 @@ def test_tracker_best_and_min_delta():
     assert cb.best == 0.5 and cb.best_epoch == 4
 
 
-def test_early_stopping_stops_after_patience(capsys):
+def test_early_stopping_stops_after_patience():
     learn = fake_learner()
     cb = attach(EarlyStoppingCallback(patience=2), learn)
     assert simulate(cb, learn, [1.0, 0.8, 0.9, 0.95, 0.7, 0.6]) == 4
-    assert "No improvement since epoch 1: early stopping" in capsys.readouterr().out
+    assert learn.logged == ["No improvement since epoch 1: early stopping"]
 
 
 def test_early_stopping_monitor_accuracy():
@@ -134,13 +137,13 @@ def test_early_stopping_restores_best_weights(stops_early):
     assert torch.all(learn.model.weight == 1.0)  # weights of epoch 1, the best, whether or not it stopped
 
 
-def test_save_model_saves_on_improvement_and_reloads(capsys):
+def test_save_model_saves_on_improvement_and_reloads():
     learn = fake_learner()
     cb = attach(SaveModelCallback(fname="best"), learn)
     simulate(cb, learn, [1.0, 0.5, 0.9])
     kinds = [(k[0], k[1]) for k in learn.saved]
     assert kinds == [("save", "best"), ("save", "best"), ("load", "best")]
-    out = capsys.readouterr().out
+    out = "\n".join(learn.logged)
     assert "Better model found at epoch 0 with valid_loss value: 1.0." in out
     assert "Better model found at epoch 1 with valid_loss value: 0.5." in out
 
@@ -165,7 +168,7 @@ def test_save_model_does_not_reload_when_nothing_saved():
     assert learn.saved == []
 
 
-def test_reduce_lr_on_plateau_plain_fit(capsys):
+def test_reduce_lr_on_plateau_plain_fit():
     learn = fake_learner(lr=0.1)
     cb = attach(ReduceLROnPlateau(patience=1, factor=10, min_lr=1e-4), learn)
     lrs = []
@@ -173,7 +176,7 @@ def test_reduce_lr_on_plateau_plain_fit(capsys):
         cb, learn, [1.0, 1.1, 1.2, 1.3, 1.4], on_epoch=lambda e: lrs.append(learn.opt.param_groups[0]["lr"])
     )
     assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.001, 1e-4])
-    assert "Epoch 1: reducing lr to 0.01" in capsys.readouterr().out
+    assert "Epoch 1: reducing lr to 0.01" in learn.logged
 
 
 def test_reduce_lr_on_plateau_on_top_of_a_schedule():
@@ -193,12 +196,9 @@ def test_reduce_lr_on_plateau_on_top_of_a_schedule():
 
 
 def test_trackers_off_during_lr_find_and_outside_fit():
-    learn = fake_learner(mode="lr_find")
+    learn = fake_learner(is_fitting=False)  # lr_find, validate, get_preds
     cb = attach(EarlyStoppingCallback(monitor="nope"), learn)
     cb.before_fit()  # no monitor error: lr_find does not record it
-    learn = fake_learner(in_lr_find=True)
-    cb = attach(SaveModelCallback(monitor="nope"), learn)
-    cb.before_fit()
     learn = fake_learner()
     cb = attach(SaveModelCallback(), learn)
     learn.recorder.values.append([1.0, 0.1, 0.5])
@@ -364,7 +364,7 @@ class ValidateEachEpoch(Callback):
     order = 55
 
     def after_epoch(self):
-        if self.learn.mode == "fit":  # validate fires after_epoch too
+        if self.learn.is_fitting:  # validate fires after_epoch too
             self.learn.validate()
 
 
@@ -442,3 +442,38 @@ def test_status_messages_go_through_the_logger(tmp_path, capsys):
     learn.fit(2, lr=0.1, cbs=[SaveModelCallback(), ReduceLROnPlateau(min_delta=100.0, patience=1)])
     out = capsys.readouterr().out
     assert "Better model found at epoch 0" in out and "Epoch 1: reducing lr to" in out
+
+
+def test_tracker_state_dicts_carry_best_and_counters(tmp_path):
+    learn = fake_learner()
+    early = attach(EarlyStoppingCallback(patience=3, restore_best_weights=True), learn)
+    early.before_fit()
+    for epoch, v in enumerate([1.0, 0.5, 0.7]):
+        learn.epoch = epoch
+        learn.recorder.values.append([1.0, v, 0.5])
+        early.after_epoch()
+    state = early.state_dict()
+    assert set(state) == {"best", "best_epoch", "wait", "best_state"}
+    assert (state["best"], state["best_epoch"], state["wait"]) == (0.5, 1, 1)
+    torch.save(state, tmp_path / "t.pth")
+    fresh = attach(EarlyStoppingCallback(patience=3, restore_best_weights=True), fake_learner())
+    fresh.before_fit()  # resets, then the loaded state wins (what ResumeFrom does)
+    fresh.load_state_dict(torch.load(tmp_path / "t.pth", weights_only=True))
+    assert (fresh.best, fresh.best_epoch, fresh.wait) == (0.5, 1, 1)
+    assert all(torch.equal(fresh.best_state[k], v) for k, v in early.best_state.items())
+    plateau = ReduceLROnPlateau()
+    assert set(plateau.state_dict()) == {"best", "best_epoch", "scale", "_written"}  # no `wait` before a fit
+    with pytest.raises(KeyError, match="SaveModelCallback has no state 'wait'"):
+        SaveModelCallback().load_state_dict({"wait": 2})
+
+
+def test_tracker_defaults_are_written_once():
+    import inspect
+
+    from fastvision.callback.tracker import MIN_DELTA, MONITOR
+
+    for cls in (TrackerCallback, SaveModelCallback, EarlyStoppingCallback, ReduceLROnPlateau):
+        params = inspect.signature(cls).parameters
+        assert params["monitor"].default == MONITOR == "valid_loss"
+        assert params["min_delta"].default == MIN_DELTA == 0.0 and params["comp"].default is None
+        assert list(params)[:3] == ["monitor", "comp", "min_delta"]  # fastai's positional order

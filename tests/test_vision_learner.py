@@ -7,16 +7,14 @@ import torch
 import torchvision.models as tvm
 from safetensors.torch import save_file
 
-import fastvision.vision.learner as vl
-from fastvision.data.block import CategoryBlock, DataBlock, ImageBlock
+import fastvision.vision.arch as vl
+from fastvision.checkpoint import load_state_dict_head
+from fastvision.data.block import CategoryBlock, DataBlock
 from fastvision.data.items import RandomSplitter, get_image_files, parent_label
 from fastvision.optimizer import get_hyper, set_hyper
-from fastvision.vision.learner import (
-    cnn_learner,
-    load_state_dict_head,
-    torchvision_checkpoint_path,
-    vision_learner,
-)
+from fastvision.vision.arch import torchvision_checkpoint_path
+from fastvision.vision.block import ImageBlock
+from fastvision.vision.learner import cnn_learner, vision_learner
 from fastvision.vision.lighting import Normalize
 from fastvision.vision.models import TinyVGG, resnet_small
 from fastvision.vision.resize import Resize
@@ -182,3 +180,32 @@ def test_fine_tune_interpret_export_load_predict(parent_folder, tmp_path):
     assert torch.allclose(preds, interp.preds, atol=1e-5)
     label, idx, probs = inf.predict(items[0])
     assert label == dls.vocab[int(idx)] and torch.allclose(probs, interp.preds[0], atol=1e-5)
+
+
+def test_signature_lists_forwarded_arguments_with_their_callees_defaults():
+    import inspect
+
+    from fastvision.learner import Learner
+    from fastvision.vision.arch import create_vision_model
+    from fastvision.vision.models import create_head
+
+    params = inspect.signature(vision_learner).parameters
+    assert list(params)[:6] == ["dls", "arch", "normalize", "n_out", "pretrained", "weights"]
+    assert not any(p.kind is p.VAR_KEYWORD for p in params.values())
+    for callee, skip in [(Learner, {"splitter"}), (create_vision_model, set()), (create_head, set())]:
+        for name, p in inspect.signature(callee).parameters.items():
+            if p.default is not p.empty and name not in skip and name not in ("pretrained", "weights"):
+                assert params[name].default is p.default, name
+    assert params["splitter"].default is None and params["n_in"].default == 3 and params["ps"].default == 0.5
+
+
+def test_forwarded_keywords_reach_learner_and_head_and_typos_are_caught(dls):
+    learn = vision_learner(dls, "resnet_small", pretrained=False, lr=0.01, lin_ftrs=[8], ps=0.0, wd=0.1)
+    assert learn.lr == 0.01 and learn.wd == 0.1
+    linears = [m for m in learn.model[1] if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in linears] == [8, 2]
+    assert not any(isinstance(m, torch.nn.Dropout) for m in learn.model[1])
+    with pytest.raises(
+        TypeError, match=r"unexpected keyword arguments: 'metric' \(did you mean 'metrics'\?\)"
+    ):
+        vision_learner(dls, "resnet_small", pretrained=False, metric=None)

@@ -25,7 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from fastvision.data.block import CategoryBlock, DataBlock, ImageBlock  # noqa: E402
+from fastvision.data.block import CategoryBlock, DataBlock  # noqa: E402
 from fastvision.data.fashion_pets import make_fashion_pets  # noqa: E402
 from fastvision.data.items import RandomSplitter, RegexLabeller, get_image_files, using_attr  # noqa: E402
 from fastvision.demo import fashion_mnist_dls  # noqa: E402
@@ -33,6 +33,7 @@ from fastvision.interpret import ClassificationInterpretation  # noqa: E402
 from fastvision.learner import Learner  # noqa: E402
 from fastvision.metrics import accuracy  # noqa: E402
 from fastvision.vision.augment import aug_transforms  # noqa: E402
+from fastvision.vision.block import ImageBlock  # noqa: E402
 from fastvision.vision.models import resnet_small  # noqa: E402
 from fastvision.vision.resize import Resize  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""The callback protocol: event names, cancellation exceptions and the `Callback` base class."""
+"""The callback protocol: event names, the run modes, cancellation exceptions and the `Callback` base class."""
 
 from __future__ import annotations
 
@@ -7,10 +7,14 @@ import difflib
 import re
 import warnings
 from collections.abc import Iterator
+from enum import Enum
 from typing import Any
+
+from ..utils import listify
 
 __all__ = [
     "EVENTS",
+    "RunMode",
     "Callback",
     "CancelFitException",
     "CancelEpochException",
@@ -30,6 +34,25 @@ EVENTS = (
     "after_cancel_batch after_batch after_cancel_train after_train before_validate after_cancel_validate "
     "after_validate after_cancel_epoch after_epoch after_cancel_fit after_fit"
 ).split()
+
+
+class RunMode(str, Enum):
+    """What the learner is running; `Learner` sets `learn.run_mode` for the duration of each run (None between runs).
+
+    `FIT` is a training run (`fit` and the fit policies); `LR_FIND` trains too, but only to measure losses
+    and is undone afterwards; `VALIDATE` and `PREDICT` (`get_preds`, `predict`, `tta`) run the validation
+    phase only. `learn.is_fitting` is True in `FIT` only: trackers, loggers and checkpoints act then.
+    """
+
+    FIT = "fit"
+    VALIDATE = "validate"
+    PREDICT = "predict"
+    LR_FIND = "lr_find"
+
+    @property
+    def trains(self) -> bool:
+        """True for the runs that take optimizer steps: `FIT` and `LR_FIND`."""
+        return self in (RunMode.FIT, RunMode.LR_FIND)
 
 
 class CancelFitException(Exception):
@@ -248,8 +271,8 @@ class TrainEvalCallback(Callback):
         self.learn.n_epoch, self.learn.training = 1, False
 
     def before_fit(self) -> None:
-        """Reset the counters (for a fit; validate/get_preds leave them alone)."""
-        if getattr(self.learn, "mode", "fit") == "fit":
+        """Reset the counters (for a training run; validate/get_preds leave them alone)."""
+        if self.learn.run_mode.trains:
             self.learn.epoch, self.learn.train_iter, self.learn.pct_train = 0, 0, 0.0
 
     def before_train(self) -> None:
@@ -345,12 +368,6 @@ def _implements(cb: Callback, event: str) -> bool:
     return getattr(type(cb), event, None) is not getattr(Callback, event) or event in vars(cb)
 
 
-def _listify(x: Any) -> list[Any]:
-    if x is None:
-        return []
-    return list(x) if isinstance(x, (list, tuple)) else [x]
-
-
 class CallbackHost:
     """The callback half of `Learner`: keep callbacks sorted by `order`, fire events, add and remove them.
 
@@ -397,7 +414,7 @@ class CallbackHost:
 
     def add_cbs(self, cbs: Any) -> Any:
         """Add several callbacks."""
-        for cb in _listify(cbs):
+        for cb in listify(cbs):
             self.add_cb(cb)
         return self
 
@@ -415,14 +432,14 @@ class CallbackHost:
 
     def remove_cbs(self, cbs: Any) -> Any:
         """Remove several callbacks."""
-        for cb in _listify(cbs):
+        for cb in listify(cbs):
             self.remove_cb(cb)
         return self
 
     @contextlib.contextmanager
     def added_cbs(self, cbs: Any) -> Iterator[Any]:
         """Add `cbs` for the duration of the block."""
-        cbs = [c() if isinstance(c, type) else c for c in _listify(cbs)]
+        cbs = [c() if isinstance(c, type) else c for c in listify(cbs)]
         displaced = [d for c in cbs for d in self._displaced_by(c)]
         self.add_cbs(cbs)
         try:
@@ -434,7 +451,7 @@ class CallbackHost:
     @contextlib.contextmanager
     def removed_cbs(self, cbs: Any) -> Iterator[Any]:
         """Remove `cbs` for the duration of the block."""
-        cbs = [c for c in _listify(cbs) if c in self.cbs]
+        cbs = [c for c in listify(cbs) if c in self.cbs]
         self.remove_cbs(cbs)
         try:
             yield self

@@ -105,12 +105,12 @@ class MixedPrecision(Callback):
     def before_fit(self) -> None:
         """Set `learn.autocast` and `learn.scaler` for the model's device, keeping the old ones.
 
-        Only a training run (`learn.mode == 'fit'`, which `lr_find` is too) gets autocast: `validate`,
+        Only a training run (`learn.run_mode.trains`: fit and lr_find) gets autocast: `validate`,
         `get_preds` and `predict` run in float32 (nested in a fit too), like the exported model.
         """
         learn = self.learn
         self._old.append((getattr(learn, "autocast", contextlib.nullcontext), getattr(learn, "scaler", None)))
-        if getattr(learn, "mode", "fit") not in (None, "fit"):
+        if not learn.run_mode.trains:
             learn.autocast, learn.scaler = contextlib.nullcontext, None
             return
         device_type, self.dtype, use_scaler = self._choose(_model_device(learn))

@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from ..optimizer import get_hyper
+from ..utils import format_time
 from .core import Callback, CancelBatchException, CancelTrainException, CancelValidException
-from .tracker import _fitting, last_record
+from .tracker import last_record
 
 __all__ = ["CSVLogger", "TensorBoardCallback", "GradientAccumulation", "GradientClip", "ShortEpochCallback"]
 
@@ -29,12 +30,6 @@ def _cell(v: Any) -> str:
     if isinstance(v, torch.Tensor):
         v = v.item() if v.numel() == 1 else v.tolist()
     return str(v)
-
-
-def _format_time(t: float) -> str:
-    t = int(t)
-    h, m, s = t // 3600, (t // 60) % 60, t % 60
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
 def _parse(s: str) -> Any:
@@ -69,7 +64,7 @@ class CSVLogger(Callback):
 
     def before_fit(self) -> None:
         """Open the file and write the header (not during lr_find)."""
-        if not _fitting(self.learn):
+        if not self.learn.is_fitting:
             return
         self.path = self._path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,7 +90,7 @@ class CSVLogger(Callback):
 
     def before_epoch(self) -> None:
         """Start the epoch timer."""
-        if self.file is None or not _fitting(self.learn):
+        if self.file is None or not self.learn.is_fitting:
             return
         self._start = time.perf_counter()
         self._n_values = len(getattr(self.learn.recorder, "values", None) or ())
@@ -103,18 +98,18 @@ class CSVLogger(Callback):
     def after_epoch(self) -> None:
         """Write the epoch's line (skipped when the recorder stored no row for it)."""
         recorder = self.learn.recorder
-        if self.file is None or not _fitting(self.learn) or len(recorder.values or ()) == self._n_values:
+        if self.file is None or not self.learn.is_fitting or len(recorder.values or ()) == self._n_values:
             return
         record = {
             "epoch": self.learn.epoch,
             **last_record(recorder),
-            "time": _format_time(time.perf_counter() - self._start),
+            "time": format_time(time.perf_counter() - self._start),
         }
         self._write([record.get(n) for n in recorder.metric_names])
 
     def after_fit(self) -> None:
         """Close the file (not at the end of a `validate` nested in the fit)."""
-        if self.file is not None and _fitting(self.learn):
+        if self.file is not None and self.learn.is_fitting:
             self.file.close()
             self.file = None
 
@@ -168,14 +163,14 @@ class TensorBoardCallback(Callback):
         """Open the writer (not during lr_find, not on ranks other than 0)."""
         dist = torch.distributed
         rank0 = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-        if not _fitting(self.learn):
+        if not self.learn.is_fitting:
             return
         self.writer = self._writer_cls(log_dir=self.log_dir) if rank0 else None
         self._traced = not self.trace_model
 
     def after_batch(self) -> None:
         """Log the smoothed loss and each parameter group's lr and momentum every `log_every` batches."""
-        if self.writer is None or not _fitting(self.learn):
+        if self.writer is None or not self.learn.is_fitting:
             return
         step = self.learn.train_iter
         if not self._traced:
@@ -191,7 +186,7 @@ class TensorBoardCallback(Callback):
 
     def after_epoch(self) -> None:
         """Log the epoch's recorded values (the training loss is logged per batch)."""
-        if self.writer is None or not _fitting(self.learn):
+        if self.writer is None or not self.learn.is_fitting:
             return
         for name, value in last_record(self.learn.recorder).items():
             if name != "train_loss" and value is not None:
@@ -202,7 +197,7 @@ class TensorBoardCallback(Callback):
 
     def after_fit(self) -> None:
         """Close the writer."""
-        if self.writer is not None and _fitting(self.learn):
+        if self.writer is not None and self.learn.is_fitting:
             self.writer.close()
             self.writer = None
 
@@ -226,8 +221,8 @@ class GradientAccumulation(Callback):
         self.count = 0
 
     def before_fit(self) -> None:
-        """Reset the sample count (not for a `validate` nested in the fit)."""
-        if _fitting(self.learn):
+        """Reset the sample count (for a training run, not for a `validate` nested in the fit)."""
+        if self.learn.run_mode.trains:
             self.count = 0
 
     def after_loss(self) -> None:

@@ -19,45 +19,16 @@ are never mixed: the callbacks act on training batches only, and the loss functi
 
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..losses import reduce_loss, unreduced
 from .core import Callback
 
 __all__ = ["MixHandler", "MixUp", "CutMix"]
-
-
-def _per_item_loss(lf: Any, pred: Any, *yb: Any) -> Tensor:
-    """Return `lf(pred, *yb)` unreduced (`reduction='none'`), through its attribute or its argument."""
-    if hasattr(lf, "reduction"):
-        old, lf.reduction = lf.reduction, "none"
-        try:
-            return lf(pred, *yb)
-        finally:
-            lf.reduction = old
-    try:
-        accepts = "reduction" in inspect.signature(lf).parameters
-    except (TypeError, ValueError):
-        accepts = False
-    if not accepts:
-        raise TypeError(
-            f"MixUp/CutMix need one loss per item, but the loss function {lf!r} has no `reduction` attribute "
-            "or argument. Use a torch loss module (nn.CrossEntropyLoss()) or fastvision's "
-            "CrossEntropyLossFlat(), or a function taking `reduction=`."
-        )
-    return lf(pred, *yb, reduction="none")
-
-
-def _reduce(loss: Tensor, reduction: str) -> Tensor:
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    return loss
 
 
 def _per_item(lam: Tensor, like: Tensor) -> Tensor:
@@ -75,8 +46,8 @@ class _MixedLoss:
         h = self.handler
         if not h.mixing_loss():
             return self.loss_func(pred, *yb)
-        own = _per_item_loss(self.loss_func, pred, *yb)
-        partner = _per_item_loss(self.loss_func, pred, *h.yb_partner)
+        with unreduced(self.loss_func) as per_item:
+            own, partner = per_item(pred, *yb), per_item(pred, *h.yb_partner)
         bs = h.lam.shape[0]
         if own.ndim == 0 or own.numel() % bs:
             raise ValueError(
@@ -85,7 +56,7 @@ class _MixedLoss:
             )
         flat = (own.reshape(bs, -1), partner.reshape(bs, -1))
         mixed = torch.lerp(flat[1], flat[0], h.lam.to(flat[0].dtype)[:, None])
-        return _reduce(mixed.reshape(own.shape), getattr(self.loss_func, "reduction", "mean"))
+        return reduce_loss(mixed.reshape(own.shape), getattr(self.loss_func, "reduction", "mean"))
 
     def __getattr__(self, name: str) -> Any:  # activation, decodes, y_int, reduction... of the wrapped loss
         if name in ("handler", "loss_func"):

@@ -9,16 +9,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..utils import format_time
 from .core import Callback
 
 __all__ = ["Recorder", "format_time"]
-
-
-def format_time(t: float) -> str:
-    """Format seconds as `mm:ss` (or `h:mm:ss`)."""
-    t = int(t)
-    h, m, s = t // 3600, (t // 60) % 60, t % 60
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
 def _to_float(v: Any) -> Any:
@@ -176,12 +170,9 @@ class Recorder(Callback):
         )
         return ["epoch", *names] + (["time"] if self.add_time else [])
 
-    def _fitting(self) -> bool:
-        return getattr(self.learn, "mode", "fit") == "fit"
-
     def before_fit(self) -> None:
-        """Reset the history (only for a fit) and the smoothed loss."""
-        if not self._fitting():
+        """Reset the history and the smoothed loss (for a training run: fit or lr_find)."""
+        if not self.learn.run_mode.trains:
             return
         self.lrs, self._losses, self.iters, self.values, self.hps = [], [], [], [], {}
         self._n_flushed = 0
@@ -248,7 +239,7 @@ class Recorder(Callback):
     def after_epoch(self) -> None:
         """Store `final_record`, then log `[epoch, *values, time]` (fits only)."""
         self.learn.final_record = self.log[1:]
-        if not self._fitting() or not self._has_values:
+        if not self.learn.run_mode.trains or not self._has_values:
             return  # validate/get_preds, or an epoch cancelled before any phase ran
         self._flush()
         self.values.append(self.learn.final_record)
@@ -261,6 +252,29 @@ class Recorder(Callback):
     def after_fit(self) -> None:
         """Turn the remaining device values into floats."""
         self._flush()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the history of the fit (lrs, smoothed losses, epoch ends, rows, schedules) and the smoothing state."""
+        return {
+            "lrs": list(self.lrs),
+            "losses": list(self.losses),
+            "iters": list(self.iters),
+            "values": [list(v) for v in self.values],
+            "hps": {k: list(v) for k, v in self.hps.items()},
+            "smooth": (self.smooth_loss.count, self.smooth_loss.val),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()`; the smoothed loss goes to the learner's device and to `learn.smooth_loss`."""
+        self.lrs, self._losses, self.iters = list(state["lrs"]), list(state["losses"]), list(state["iters"])
+        self._n_flushed = len(self._losses)
+        self.values, self.hps = [list(v) for v in state["values"]], dict(state.get("hps", {}))
+        count, val = state["smooth"]
+        dev = getattr(self.learn, "device", None)
+        self.smooth_loss.count = count
+        self.smooth_loss.val = val.to(dev) if dev is not None and isinstance(val, torch.Tensor) else val
+        if self.learn is not None:
+            self.learn.smooth_loss = self.smooth_loss.value
 
     # ---- plots -------------------------------------------------------------------------------------
     def plot_loss(

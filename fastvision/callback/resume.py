@@ -1,16 +1,17 @@
 """Exact resume: whole-state checkpoints (`ResumableCheckpoint`), `fit(..., resume=...)`, interrupt hints.
 
 A resumable checkpoint is a dict of tensors and plain data (read back with `weights_only=True`):
-the model and optimizer state dicts, the gradient scaler's state, the loop position (epoch, batches
-of that epoch done, training batches of the fit done, `n_epoch`, batches per epoch), the global RNG
-states (torch CPU and CUDA, python `random`, numpy), each fastvision DataLoader's `state_dict()` (its
-generator as the running epoch started and the batches of that epoch drawn), the Recorder's history
-(lrs, smoothed losses, epoch rows), the `ParamScheduler` records and the trackers' best values.
+the loop position (epoch, batches of that epoch done, training batches of the fit done, `n_epoch`,
+batches per epoch), the global RNG states (torch CPU and CUDA, python `random`, numpy), and the
+`state_dict()` of each component that owns state: the model, the optimizer, the gradient scaler, each
+fastvision DataLoader (its generator as the running epoch started and the batches of that epoch drawn),
+the Recorder (lrs, smoothed losses, epoch rows), the `ParamScheduler`s and the trackers.
 
 `fit(..., resume=file)` (and `fit_one_cycle`, or `cbs=ResumeFrom(file)` for the other policies) loads
-all of that in `before_fit`, after the callbacks that reset their own state there (order 66). The
-loop starts at the saved epoch; the training loader continues that epoch after the batches already
-done, without loading them (`learn.iter` starts after them). The RNG states are set last.
+all of that in `before_fit`, after the callbacks that reset their own state there (order 66), and moves
+the loop with `learn.resume_at`: it starts at the saved epoch; the training loader continues that epoch
+after the batches already done, without loading them (`learn.iter` starts after them). The RNG states
+are set last.
 `resume=True` takes the newest checkpoint; one that cannot be read (truncated by a crash) is skipped
 for the previous one, with a warning naming both. With deterministic settings (`num_workers=0` or deterministic item transforms, deterministic
 kernels, one process) the per-batch lrs and losses and the final weights equal an uninterrupted run's.
@@ -21,25 +22,23 @@ rank 0's.
 from __future__ import annotations
 
 import contextlib
-import random
 import re
 import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from ..checkpoint import atomic_save, unwrap_model
+from ..checkpoint import atomic_save
 from ..distributed import rank_distrib
+from ..utils import get_rng_states, set_rng_states, unwrap_model
 from .core import Callback
 from .schedule import ParamScheduler
-from .tracker import TrackerCallback, _fitting
+from .tracker import TrackerCallback
 
 __all__ = ["ResumableCheckpoint", "ResumeFrom", "latest_checkpoint", "training_state", "RESUME_FORMAT"]
 
-RESUME_FORMAT = "fastvision-resume-2"
-_TRACKED = ("best", "best_epoch", "wait", "saved", "scale")  # tracker attributes worth carrying over
+RESUME_FORMAT = "fastvision-resume-3"
 
 
 def _loaders(learn: Any) -> list[Any]:
@@ -47,39 +46,9 @@ def _loaders(learn: Any) -> list[Any]:
     return [dl for dl in getattr(learn.dls, "loaders", []) if callable(getattr(dl, "state_dict", None))]
 
 
-def _rng_state() -> dict[str, Any]:
-    _, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "random": random.getstate(),
-        "numpy": {
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": pos,
-            "has_gauss": has_gauss,
-            "gauss": gauss,
-        },
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["random"])
-    n = state["numpy"]
-    np.random.set_state(
-        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
-    )
-    if "cuda" in state and torch.cuda.is_available():
-        with contextlib.suppress(RuntimeError, IndexError):  # fewer GPUs than when saved
-            torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def training_state(learn: Any) -> dict[str, Any]:
     """Return everything needed to continue the running fit after the current training batch."""
     rec = getattr(learn, "recorder", None)
-    loaders = [dl.state_dict() for dl in _loaders(learn)]
     scaler = getattr(learn, "scaler", None)
     return {
         "format": RESUME_FORMAT,
@@ -93,23 +62,11 @@ def training_state(learn: Any) -> dict[str, Any]:
             "n_epoch": learn.n_epoch,
             "n_iter": learn.n_iter,
         },
-        "rng": _rng_state(),
-        "loaders": loaders,
-        "recorder": None
-        if rec is None
-        else {
-            "lrs": list(rec.lrs),
-            "losses": list(rec.losses),
-            "iters": list(rec.iters),
-            "values": [list(v) for v in rec.values],
-            "smooth": (rec.smooth_loss.count, rec.smooth_loss.val),
-        },
-        "hps": [cb.hps for cb in learn.cbs if isinstance(cb, ParamScheduler) and hasattr(cb, "hps")],
-        "trackers": [
-            {k: getattr(cb, k) for k in _TRACKED if k in vars(cb)}
-            for cb in learn.cbs
-            if isinstance(cb, TrackerCallback)
-        ],
+        "rng": get_rng_states(),
+        "loaders": [dl.state_dict() for dl in _loaders(learn)],
+        "recorder": None if rec is None else rec.state_dict(),
+        "schedulers": [cb.state_dict() for cb in learn.cbs if isinstance(cb, ParamScheduler)],
+        "trackers": [cb.state_dict() for cb in learn.cbs if isinstance(cb, TrackerCallback)],
     }
 
 
@@ -161,7 +118,7 @@ class ResumableCheckpoint(Callback):
 
     def before_fit(self) -> None:
         """Forget the files of an earlier fit; remove temp files left by a killed save."""
-        if not _fitting(self.learn):
+        if not self.learn.is_fitting:
             return
         self.written, self.last = [], None
         folder = Path(self.learn.path) / self.learn.model_dir
@@ -173,7 +130,7 @@ class ResumableCheckpoint(Callback):
     def after_batch(self) -> None:
         """Save every `every_n_iters` training batches."""
         learn = self.learn
-        if learn.training and _fitting(learn) and learn.train_iter % self.every_n_iters == 0:
+        if learn.training and learn.is_fitting and learn.train_iter % self.every_n_iters == 0:
             self.save()
 
     def save(self) -> Path:
@@ -209,7 +166,6 @@ class ResumeFrom(Callback):
 
     def __init__(self, file: str | Path | bool = True) -> None:
         self.file = file
-        self._skip: int | None = None
 
     def _candidates(self) -> list[Path]:
         """The file to resume from; for `True`, every `resume_<n>.pth` of the folder, newest first."""
@@ -263,7 +219,7 @@ class ResumeFrom(Callback):
     def before_fit(self) -> None:
         """Load the saved state and set the loop to continue after the saved batch."""
         learn = self.learn
-        if getattr(learn, "mode", "fit") != "fit":
+        if not learn.is_fitting:
             return
         file, state = self._load()
         loop = state["loop"]
@@ -278,44 +234,29 @@ class ResumeFrom(Callback):
         learn.opt.load_state_dict(state["opt"])
         if state["scaler"] is not None and getattr(learn, "scaler", None) is not None:
             learn.scaler.load_state_dict(state["scaler"])
-        learn._start_epoch, learn.epoch, learn.train_iter = loop["epoch"], loop["epoch"], loop["train_iter"]
-        self._skip = loop["iter"]
-        self._restore_records(learn, state)
-        for dl, s in zip(_loaders(learn), state["loaders"]):
-            dl.load_state_dict(s)
-        _set_rng_state(state["rng"])
-
-    @staticmethod
-    def _restore_records(learn: Any, state: dict[str, Any]) -> None:
-        rec, r = getattr(learn, "recorder", None), state["recorder"]
-        if rec is not None and r is not None:
-            rec.lrs, rec._losses, rec.iters, rec.values = r["lrs"], r["losses"], r["iters"], r["values"]
-            count, val = r["smooth"]
-            dev = getattr(learn, "_device", None)
-            rec.smooth_loss.count, rec.smooth_loss.val = (
-                count,
-                val.to(dev) if dev is not None and val is not None else val,
-            )
-            learn.smooth_loss = rec.smooth_loss.value
-        for cb, hps in zip([c for c in learn.cbs if isinstance(c, ParamScheduler)], state["hps"]):
-            cb.hps = hps
-        for cb, attrs in zip([c for c in learn.cbs if isinstance(c, TrackerCallback)], state["trackers"]):
-            for k, v in attrs.items():
-                setattr(cb, k, v)
-
-    def before_train(self) -> None:
-        """In the first epoch, number the batches after those done before the checkpoint."""
-        if self._skip is None or getattr(self.learn, "mode", "fit") != "fit":
-            return
-        k, self._skip = self._skip, None
-        if k and not callable(getattr(self.learn.dl, "load_state_dict", None)):
+        skip, train = loop["iter"], learn.dls.train
+        if skip and not callable(getattr(train, "load_state_dict", None)):
             warnings.warn(
-                f"Cannot skip the {k} batches already done with a {type(self.learn.dl).__name__}: epoch "
-                f"{self.learn.epoch} restarts from its first batch. Use fastvision DataLoaders to resume exactly.",
+                f"Cannot skip the {skip} batches already done with a {type(train).__name__}: epoch "
+                f"{loop['epoch']} restarts from its first batch. Use fastvision DataLoaders to resume exactly.",
                 stacklevel=2,
             )
-        elif k:
-            self.learn._first_iter = k
+            skip = 0
+        learn.resume_at(loop["epoch"], skip, loop["train_iter"])
+        rec = getattr(learn, "recorder", None)
+        if rec is not None and state["recorder"] is not None:
+            rec.load_state_dict(state["recorder"])
+        _load_each(learn, ParamScheduler, state["schedulers"])
+        _load_each(learn, TrackerCallback, state["trackers"])
+        for dl, s in zip(_loaders(learn), state["loaders"]):
+            dl.load_state_dict(s)
+        set_rng_states(state["rng"])
+
+
+def _load_each(learn: Any, kind: type, states: list[dict[str, Any]]) -> None:
+    """Load `states` into the learner's callbacks of class `kind`, in their order."""
+    for cb, s in zip([c for c in learn.cbs if isinstance(c, kind)], states):
+        cb.load_state_dict(s)
 
 
 def resume_callbacks(resume: str | Path | bool | None) -> list[Callback]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import bisect
 import copy
 import math
-import random
 import warnings
 from collections import namedtuple
 from collections.abc import Callable, Sequence
@@ -21,10 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checks import check_lr, check_n_epoch, check_train_batches
 from ..distributed import num_distrib
 from ..optimizer import get_hyper, set_hyper
-from .core import Callback, CancelFitException, CancelValidException, _listify
+from ..setup_checks import check_lr, check_n_epoch, check_train_batches
+from ..utils import get_rng_states, listify, set_rng_states
+from .core import Callback, CancelFitException, CancelValidException
 
 __all__ = [
     "sched_lin",
@@ -158,6 +158,17 @@ class ParamScheduler(Callback):
         if rec is not None and hasattr(self, "hps"):
             rec.hps = self.hps
 
+    def state_dict(self) -> dict[str, Any]:
+        """Return what this scheduler carries between batches: the per-batch records (`hps`).
+
+        The values themselves are a pure function of the position (`learn.pct_train`), so nothing else.
+        """
+        return {"hps": {k: list(v) for k, v in getattr(self, "hps", {}).items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the records of `state_dict()`."""
+        self.hps = {k: list(v) for k, v in state["hps"].items()}
+
 
 def _snapshot(obj: Any) -> Any:
     """Deep copy with every tensor cloned to the CPU (nothing written to disk)."""
@@ -170,36 +181,37 @@ def _snapshot(obj: Any) -> Any:
     return copy.deepcopy(obj)
 
 
-def _rng_state(learn: Any) -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "random": random.getstate(), "numpy": np.random.get_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    gens = [getattr(dl, "generator", None) for dl in (learn.dls.train, learn.dls.valid)]
-    state["gens"] = [(g, g.get_state()) for g in gens if isinstance(g, torch.Generator)]
-    train = learn.dls.train  # fastvision loaders: the shuffle generator and the loader's private RNG
-    state["train_dl"] = (train, train.state_dict()) if hasattr(train, "state_dict") else None
-    return state
+def _loaders(learn: Any) -> list[Any]:
+    """The learner's loaders (train, valid)."""
+    return [learn.dls.train, learn.dls.valid]
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["random"])
-    np.random.set_state(state["numpy"])
-    if "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
-    for g, s in state["gens"]:
-        g.set_state(s)
-    if state.get("train_dl") is not None:
-        dl, sd = state["train_dl"]
-        dl.load_state_dict(sd)
+def _loader_states(learn: Any) -> list[tuple[Any, Any]]:
+    """`(loader, state)` for each loader that owns one: `state_dict()` (fastvision) or a torch `generator`."""
+    states = []
+    for dl in _loaders(learn):
+        if callable(getattr(dl, "state_dict", None)):
+            states.append((dl, dl.state_dict()))
+        elif isinstance(getattr(dl, "generator", None), torch.Generator):
+            states.append((dl.generator, dl.generator.get_state()))
+    return states
+
+
+def _load_loader_states(states: list[tuple[Any, Any]]) -> None:
+    for owner, state in states:
+        if isinstance(owner, torch.Generator):
+            owner.set_state(state)
+        else:
+            owner.load_state_dict(state)
 
 
 class LRFinder(ParamScheduler):
     """Raise the lr exponentially each batch; stop on divergence; restore everything afterwards, in memory.
 
-    `before_fit` snapshots the model state dict (weights and BatchNorm buffers), the optimizer state
-    and the torch/CUDA/python/numpy RNG states (plus the loaders' generators); `after_fit` restores
-    them, so `lr_find` leaves no trace on a later `fit`. Nothing is written to disk.
+    `before_fit` snapshots the state dicts of the model (weights and BatchNorm buffers), the optimizer,
+    the gradient scaler and the loaders (`DataLoader.state_dict()`, or a torch loader's generator), and
+    the torch/CUDA/python/numpy RNG states; `after_fit` loads them back, so `lr_find` leaves no trace on a
+    later `fit`. Nothing is written to disk.
 
     Args:
         start_lr, end_lr: range (1e-7 to 10; lists give per-group ranges).
@@ -221,11 +233,13 @@ class LRFinder(ParamScheduler):
         """Snapshot model, optimizer and RNG states."""
         super().before_fit()
         learn = self.learn
-        learn.in_lr_find = True
+        scaler = getattr(learn, "scaler", None)
         self._saved = {
             "model": _snapshot(learn.model.state_dict()),
             "opt": _snapshot(learn.opt.state_dict()),
-            "rng": _rng_state(learn),
+            "scaler": (scaler, _snapshot(scaler.state_dict())) if hasattr(scaler, "state_dict") else None,
+            "loaders": _loader_states(learn),
+            "rng": get_rng_states(),
         }
         self.best_loss = float("inf")
         self.diverged = False
@@ -258,13 +272,16 @@ class LRFinder(ParamScheduler):
         """Restore the snapshot (also after an error or interrupt)."""
         learn, saved = self.learn, getattr(self, "_saved", None)
         super().after_fit()
-        learn.in_lr_find = False
         if saved is None:
             return
         learn.opt.zero_grad(set_to_none=True)
         learn.model.load_state_dict(saved["model"])
         learn.opt.load_state_dict(saved["opt"])
-        _set_rng_state(saved["rng"])
+        if saved["scaler"] is not None:
+            scaler, state = saved["scaler"]
+            scaler.load_state_dict(state)
+        _load_loader_states(saved["loaders"])
+        set_rng_states(saved["rng"])
         del self._saved
 
 
@@ -412,7 +429,7 @@ def _fit_scheduled(
 ) -> None:
     learn.fit(
         n_epoch,
-        cbs=[ParamScheduler(scheds), *_listify(cbs)],
+        cbs=[ParamScheduler(scheds), *listify(cbs)],
         reset_opt=reset_opt,
         wd=wd,
         start_epoch=start_epoch,
@@ -477,22 +494,25 @@ def fine_tune(
     learn.fit_one_cycle(epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div, **kwargs)
 
 
-def lr_find(
-    learn: Any, start_lr: Any, end_lr: Any, num_it: int, stop_div: bool, show_plot: bool,
-    suggest_funcs: Sequence[Callable] | Callable | None,
-) -> tuple | None:  # fmt: skip
-    """Run the lr range test (see `LRFinder`) and return the suggestions (`SuggestedLRs`)."""
+def lr_finder(learn: Any, start_lr: Any, end_lr: Any, num_it: int, stop_div: bool) -> tuple[LRFinder, int]:
+    """Check the arguments and the learner for `Learner.lr_find`; return the `LRFinder` and the epochs to run."""
     if getattr(learn, "recorder", None) is None:
         raise RuntimeError("lr_find reads the losses from `learn.recorder`; add a Recorder() callback.")
     _check_range(start_lr, end_lr, num_it)
     check_train_batches(learn.dls)
-    n_iter = max(
-        1, len(learn.dls.train) // num_distrib()
-    )  # under DDP each process runs its shard of the batches
-    n_epoch = num_it // n_iter + 1
-    finder = LRFinder(start_lr, end_lr, num_it, stop_div)
-    with learn.no_logging():
-        learn.fit(n_epoch, cbs=[finder])
+    # under DDP each process runs its shard of the batches
+    n_iter = max(1, len(learn.dls.train) // num_distrib())
+    return LRFinder(start_lr, end_lr, num_it, stop_div), num_it // n_iter + 1
+
+
+def lr_find_result(
+    learn: Any,
+    finder: LRFinder,
+    start_lr: Any,
+    show_plot: bool,
+    suggest_funcs: Sequence[Callable] | Callable | None,
+) -> tuple | None:
+    """Return the suggestions (`SuggestedLRs`) from the curve `finder` recorded, and plot it if `show_plot`."""
     if suggest_funcs is None:
         return None
     funcs = [suggest_funcs] if callable(suggest_funcs) else list(suggest_funcs)

@@ -4,9 +4,8 @@ What these read from the learner (see docs/design.md): `learn.loss`, `learn.iter
 `learn.training`, `learn.opt.param_groups`, `learn.model`, `learn.cbs`, `learn.save`/`learn.load`,
 and the recorder's `metric_names` (fastai layout: 'epoch', 'train_loss', 'valid_loss', metrics...,
 'time') and `values` (one list per epoch, without 'epoch' and 'time'). They only act inside `fit`
-(between their own `before_fit` and `after_fit`, with `learn.mode == 'fit'` when the learner sets a
-mode) and stay off while `lr_find` runs (`learn.mode == 'lr_find'`, `learn.in_lr_find` true, or an
-`LRFinder` in `learn.cbs`), so `lr_find`, `validate` and `get_preds` never save, stop or change the lr.
+(between their own `before_fit` and `after_fit`, while `learn.is_fitting`) and stay off in the other run
+modes, so `lr_find`, `validate` and `get_preds` never save, stop or change the lr.
 """
 
 from __future__ import annotations
@@ -30,14 +29,8 @@ __all__ = [
 ]
 
 _NOT_VALUES = ("epoch", "time")
-
-
-def _fitting(learn: Any) -> bool:
-    """True inside a real `fit`: `learn.mode` is 'fit' (when set) and no lr_find is running."""
-    if getattr(learn, "mode", "fit") != "fit" or getattr(learn, "in_lr_find", False):
-        return False
-    cbs = getattr(learn, "cbs", None) or ()
-    return not any(c.__name__ == "LRFinder" for cb in cbs for c in type(cb).__mro__)
+MONITOR = "valid_loss"  # the trackers' default recorder column
+MIN_DELTA = 0.0  # the trackers' default margin of improvement
 
 
 def _lr(learn: Any) -> float:
@@ -51,8 +44,7 @@ def _finite_weights(model: Any) -> bool:
 
 def _status(learn: Any, msg: str) -> None:
     """Send a status line to `learn.logger` (the progress table; silenced by `learn.no_logging()`)."""
-    logger = getattr(learn, "logger", print)
-    logger(msg)
+    learn.logger(msg)
 
 
 def recorded_names(recorder: Any) -> list[str]:
@@ -92,14 +84,14 @@ class TerminateOnNaNCallback(Callback):
 
     def before_fit(self) -> None:
         """Reset the device flags (only for a real fit: a nested `validate` keeps them)."""
-        if not _fitting(self.learn):
+        if not self.learn.is_fitting:
             return
         self._bad, self._n, self.message = None, 0, None
 
     def after_batch(self) -> None:
         """Record (on the device) whether this batch's loss is finite; check every `check_every` batches."""
         loss = self.learn.loss
-        if loss is None or not _fitting(self.learn):
+        if loss is None or not self.learn.is_fitting:
             return
         if not isinstance(loss, torch.Tensor):
             loss = torch.tensor(float(loss))
@@ -176,9 +168,9 @@ class TrackerCallback(Callback):
 
     def __init__(
         self,
-        monitor: str = "valid_loss",
+        monitor: str = MONITOR,
         comp: Callable[[Any, Any], bool] | None = None,
-        min_delta: float = 0.0,
+        min_delta: float = MIN_DELTA,
         reset_on_fit: bool = True,
     ) -> None:
         if comp is None:
@@ -193,7 +185,7 @@ class TrackerCallback(Callback):
 
     def before_fit(self) -> None:
         """Check `monitor` is recorded, and reset `best` when `reset_on_fit` (only for a real fit)."""
-        if not _fitting(self.learn):
+        if not self.learn.is_fitting:
             return  # lr_find, validate, get_preds (maybe nested in a fit): leave the state alone
         self.active = True
         recorder = getattr(self.learn, "recorder", None)
@@ -225,12 +217,27 @@ class TrackerCallback(Callback):
 
     def after_fit(self) -> None:
         """Stop tracking until the next fit."""
-        if _fitting(self.learn):
+        if self.learn.is_fitting:
             self.active = False
 
     def _live(self) -> bool:
         """True between this fit's `before_fit` and `after_fit`, outside nested validate/get_preds."""
-        return self.active and _fitting(self.learn)
+        return self.active and self.learn.is_fitting
+
+    _state_attrs: tuple[str, ...] = ("best", "best_epoch")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return what this tracker carries from epoch to epoch (`best`, `best_epoch`, and its counters)."""
+        return {k: vars(self)[k] for k in self._state_attrs if k in vars(self)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()` (call it after `before_fit`, which resets the state)."""
+        for k, v in state.items():
+            if k not in self._state_attrs:
+                raise KeyError(
+                    f"{type(self).__name__} has no state {k!r}; expected some of {self._state_attrs}."
+                )
+            setattr(self, k, v)
 
 
 class SaveModelCallback(TrackerCallback):
@@ -245,12 +252,13 @@ class SaveModelCallback(TrackerCallback):
     """
 
     order = 61
+    _state_attrs = ("best", "best_epoch", "saved")
 
     def __init__(
         self,
-        monitor: str = "valid_loss",
+        monitor: str = MONITOR,
         comp: Callable[[Any, Any], bool] | None = None,
-        min_delta: float = 0.0,
+        min_delta: float = MIN_DELTA,
         fname: str = "model",
         every_epoch: bool | int = False,
         at_end: bool = False,
@@ -268,7 +276,7 @@ class SaveModelCallback(TrackerCallback):
     def before_fit(self) -> None:
         """As `TrackerCallback`; also forget whether a best model was saved."""
         super().before_fit()
-        if _fitting(self.learn):
+        if self.learn.is_fitting:
             self.saved = False
 
     def after_epoch(self) -> None:
@@ -320,12 +328,13 @@ class ReduceLROnPlateau(TrackerCallback):
     """
 
     order = 62
+    _state_attrs = ("best", "best_epoch", "wait", "scale", "_written")
 
     def __init__(
         self,
-        monitor: str = "valid_loss",
+        monitor: str = MONITOR,
         comp: Callable[[Any, Any], bool] | None = None,
-        min_delta: float = 0.0,
+        min_delta: float = MIN_DELTA,
         patience: int = 1,
         factor: float = 10.0,
         min_lr: float = 0,
@@ -339,7 +348,7 @@ class ReduceLROnPlateau(TrackerCallback):
     def before_fit(self) -> None:
         """As `TrackerCallback`; also reset the wait count (and the reduction when `reset_on_fit`)."""
         super().before_fit()
-        if _fitting(self.learn):
+        if self.learn.is_fitting:
             self.wait = 0
             if self.reset_on_fit:
                 self.scale, self._written = 1.0, None
@@ -388,12 +397,13 @@ class EarlyStoppingCallback(TrackerCallback):
     """
 
     order = 63
+    _state_attrs = ("best", "best_epoch", "wait", "best_state")
 
     def __init__(
         self,
-        monitor: str = "valid_loss",
+        monitor: str = MONITOR,
         comp: Callable[[Any, Any], bool] | None = None,
-        min_delta: float = 0.0,
+        min_delta: float = MIN_DELTA,
         patience: int = 1,
         reset_on_fit: bool = True,
         restore_best_weights: bool = False,
@@ -406,7 +416,7 @@ class EarlyStoppingCallback(TrackerCallback):
         """As `TrackerCallback`; also reset the wait count and the kept weights, and warn about a
         `SaveModelCallback` that restores a different monitor's best (this callback loads last, so wins)."""
         super().before_fit()
-        if _fitting(self.learn):
+        if self.learn.is_fitting:
             self.wait = 0
             if self.reset_on_fit:
                 self.best_state = None

@@ -16,16 +16,13 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
-import math
 import types
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
-from ..transform import Pipeline, Transform
-from ..vision.resize import ToTensor
+from ..transform import Pipeline, ToTensor, Transform
+from ..utils import listify
 from .category import (
     Categorize,
     CategoryMap,
@@ -37,125 +34,30 @@ from .datasets import Datasets, _name, in_worker, noop
 from .items import RandomSplitter
 
 __all__ = [
-    "PILImage", "PILImageBW", "TransformBlock", "ImageBlock", "ImageBlockBW", "CategoryMap", "Categorize",
+    "TransformBlock", "CategoryMap", "Categorize",
     "MultiCategorize", "EncodedMultiCategorize", "RegressionSetup", "CategoryBlock", "MultiCategoryBlock",
     "RegressionBlock", "Datasets", "DataBlock",
 ]  # fmt: skip
 
 
-def _listify(o: Any) -> list:
-    if o is None:
-        return []
-    return list(o) if isinstance(o, (list, tuple)) else [o]
+def _loader_decoders(type_tfms: list[list], item_tfms: list, on_device: bool = False) -> list[list]:
+    """Let each block's decoder choose what decodes inside the loaders, given the item transforms.
 
-
-# ------------------------------------------------------------------------------------------ images
-class PILImage:
-    """Marker type of an RGB image block: `create` decodes a file (or converts an image) to PIL 'RGB'."""
-
-    mode = "RGB"
-    in_worker = True  # decoded per item in the DataLoader workers, never eagerly
-
-    @classmethod
-    def create(cls, src: Any) -> Image.Image:
-        """Return a PIL image in `cls.mode` from a path, bytes, PIL image, array or tensor (`load_image`)."""
-        from ..vision.image import load_image
-
-        return load_image(src, cls.mode)
-
-
-class PILImageBW(PILImage):
-    """Marker type of a greyscale image block: decodes to PIL 'L' (one channel)."""
-
-    mode = "L"
-
-
-class DecodeImage:
-    """The image type transform of a DataBlock whose item transforms all take `DecodedImage`s.
-
-    Replaces `PILImage.create` inside `DataBlock.dataloaders` when every item transform is `ToTensor` or a
-    `Resize`/`RandomResizedCrop` that outputs a tensor or a pending window: pixels are decoded straight
-    into a tensor (`vision.image.decode_image`: torchvision for JPEG, PIL draft when `min_size` allows a
-    DCT downscale, PIL for everything else), with no PIL image in between.
+    A block whose only type transform is a bound classmethod of a class with `loader_decoder` (vision's
+    `PILImage`) gets `cls.loader_decoder(tfm, item_tfms, on_device)` instead, unless that returns None.
     """
-
-    in_worker = True
-    __name__ = "decode_image"
-
-    def __init__(self, mode: str = "RGB", min_size: int | tuple[int, int] | None = None):
-        self.mode, self.min_size = mode, min_size
-
-    def __call__(self, src: Any) -> Any:
-        """Decode `src` (a path, bytes, PIL image, array or tensor) into a `DecodedImage`."""
-        from ..vision.image import decode_image
-
-        return decode_image(src, self.mode, self.min_size)
-
-    def __repr__(self) -> str:
-        return f"DecodeImage(mode={self.mode!r}, min_size={self.min_size!r})"
-
-
-def decode_min_size(item_tfms: list) -> int | tuple[int, int] | None | bool:
-    """The resolution the item transforms need from a decoder taking `DecodedImage`s, or False if one can't.
-
-    Only `ToTensor` and item resizes that output a tensor (`to_tensor`) or a pending window (`lazy`)
-    accept `DecodedImage`s; a resize's own size is the minimum (a random-resized crop's is scaled up by
-    `1/sqrt(min_scale)` and the widest aspect ratio, the smallest crop it may take).
-    """
-    min_size: Any = None
-    for t in item_tfms:
-        if isinstance(t, ToTensor):
-            continue
-        if not (hasattr(t, "box") and (getattr(t, "lazy", False) or getattr(t, "to_tensor", False))):
-            return False
-        h, w = t.size
-        if hasattr(t, "min_scale"):
-            grow = max(t.ratio[1], 1 / t.ratio[0]) ** 0.5 / max(t.min_scale, 1e-3) ** 0.5
-            h, w = math.ceil(h * grow), math.ceil(w * grow)
-        if min_size is not None:
-            return False  # two resizes in a row: decode at full size through PIL, as written
-        min_size = (h, w)
-    return min_size
-
-
-class ReadEncoded(DecodeImage):
-    """The image type transform with `decode_on_device=True`: workers read JPEG bytes (`read_encoded`),
-    decoded a batch at a time on the loader's device; other files are decoded in the workers."""
-
-    __name__ = "read_encoded"
-
-    def __call__(self, src: Any) -> Any:
-        """Read `src`'s JPEG bytes (an `EncodedImage`), or decode it here when it is not a JPEG file."""
-        from ..vision.image import read_encoded
-
-        return read_encoded(src, self.mode)
-
-
-def _stock_decoder(ts: list) -> type | None:
-    """The `PILImage` class whose unmodified `create` is the block's only type transform, else None."""
-    owner = getattr(ts[0], "__self__", None) if len(ts) == 1 else None
-    stock = isinstance(owner, type) and issubclass(owner, PILImage)
-    return owner if stock and getattr(ts[0], "__func__", None) is PILImage.create.__func__ else None
-
-
-def _fast_decoders(type_tfms: list[list], item_tfms: list, on_device: bool = False) -> list[list]:
-    """Replace `PILImage.create`-style decoders by `DecodeImage` (or `ReadEncoded` when decoding on the
-    device) where every item transform allows it."""
-    min_size = decode_min_size(item_tfms)
-    if min_size is False:
-        if on_device:
-            raise ValueError(
-                "decode_on_device=True needs item_tfms made only of one Resize or RandomResizedCrop (the "
-                f"batch stage resamples once on the device); got {[type(t).__name__ for t in item_tfms]}. "
-                "Move other item transforms to batch_tfms, or pass decode_on_device=False."
-            )
-        return type_tfms
-    out = []
+    out, replaced = [], False
     for ts in type_tfms:
-        cls = _stock_decoder(ts)
-        if cls is not None:
-            ts = [ReadEncoded(cls.mode) if on_device else DecodeImage(cls.mode, min_size)]
-        out.append(ts)
+        owner = getattr(ts[0], "__self__", None) if len(ts) == 1 else None
+        hook = getattr(owner, "loader_decoder", None) if isinstance(owner, type) else None
+        new = hook(ts[0], item_tfms, on_device) if hook is not None else None
+        replaced = replaced or new is not None
+        out.append(ts if new is None else [new])
+    if on_device and not replaced:
+        raise ValueError(
+            "decode_on_device=True needs an image block decoding files (ImageBlock()): no block of this "
+            "DataBlock reads images. Pass decode_on_device=False."
+        )
     return out
 
 
@@ -189,9 +91,9 @@ class TransformBlock:
         dl_type: type | None = None,
         dls_kwargs: dict | None = None,
     ):
-        self.type_tfms = _listify(type_tfms)
-        self.item_tfms = [ToTensor()] + _listify(item_tfms)
-        self.batch_tfms = _listify(batch_tfms)
+        self.type_tfms = listify(type_tfms)
+        self.item_tfms = [ToTensor()] + listify(item_tfms)
+        self.batch_tfms = listify(batch_tfms)
         self.dl_type, self.dls_kwargs = dl_type, dict(dls_kwargs or {})
 
     @property
@@ -201,18 +103,6 @@ class TransformBlock:
 
     def __repr__(self) -> str:
         return f"TransformBlock(type_tfms=[{', '.join(_name(t) for t in self.type_tfms)}])"
-
-
-def ImageBlock(cls: type = PILImage) -> TransformBlock:
-    """Return a block for images: decode with `cls.create`, `ToTensor` per item, `IntToFloatTensor` per batch."""
-    from ..vision.lighting import IntToFloatTensor
-
-    return TransformBlock(type_tfms=cls.create, batch_tfms=[IntToFloatTensor()])
-
-
-def ImageBlockBW() -> TransformBlock:
-    """Return a block for greyscale images (one channel)."""
-    return ImageBlock(PILImageBW)
 
 
 # ------------------------------------------------------------------------------------------ target blocks
@@ -252,7 +142,7 @@ def _merge_key(o: Any) -> Any:
 def _merge_tfms(*tfm_lists: Any) -> list:
     """Merge transform lists, keeping the last of each class (at the first one's place), sorted by order."""
     groups: dict[Any, Any] = {}
-    for t in (t for tl in tfm_lists for t in _listify(tl)):
+    for t in (t for tl in tfm_lists for t in listify(tl)):
         groups[_merge_key(t)] = t
     res = [t() if isinstance(t, type) else t for t in groups.values()]
     return sorted(res, key=lambda t: getattr(t, "order", 0))
@@ -332,7 +222,7 @@ class DataBlock:
             raise TypeError(
                 f"DataBlock got invalid keyword arguments {', '.join(hints)}; valid ones: {', '.join(valid)}."
             )
-        blocks = [TransformBlock, TransformBlock] if blocks is None else _listify(blocks)
+        blocks = [TransformBlock, TransformBlock] if blocks is None else listify(blocks)
         self.blocks = [b() if callable(b) else b for b in blocks]
         self.n_inp = n_inp if n_inp is not None else max(1, len(self.blocks) - 1)
         for name, f in (("get_items", get_items), ("splitter", splitter), ("get_x", get_x), ("get_y", get_y)):
@@ -350,7 +240,7 @@ class DataBlock:
         ):
             if fs is None:
                 continue
-            fs = _listify(fs)
+            fs = listify(fs)
             if len(fs) != n:
                 raise ValueError(
                     f"{name} has {len(fs)} functions for {n} {'input' if lo == 0 else 'target'} block(s); give one "
@@ -401,7 +291,7 @@ class DataBlock:
         type_tfms = [copy.deepcopy(b.type_tfms) for b in self.blocks]
         if fast_decode:
             item_tfms = _lazy_resizes(self.item_tfms) if on_device else self.item_tfms
-            type_tfms = _fast_decoders(type_tfms, item_tfms, on_device)
+            type_tfms = _loader_decoders(type_tfms, item_tfms, on_device)
         dsets = Datasets(items, self.getters, type_tfms, splits, n_inp=self.n_inp)
         if verbose:
             for g, ts in zip(self.getters, type_tfms):

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from ..memory import batch_empty
-from ..vision.lazy import PendingImage, collate_pending
+from .deferred import DeferredItem
 
 __all__ = ["collate", "item_path"]
 
@@ -77,8 +77,8 @@ def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
 
 def _collate_one(pos: int, elems: list, idxs: Sequence[int] | None, items: Any) -> Any:
     e = elems[0]
-    if isinstance(e, PendingImage):
-        return collate_pending(elems)
+    if isinstance(e, DeferredItem):
+        return type(e).collate(elems)
     if isinstance(e, Image.Image):
         elems = [_pil_to_tensor(o) for o in elems]
         e = elems[0]
@@ -109,9 +109,10 @@ def collate(samples: Sequence[Any], idxs: Sequence[int] | None = None, items: An
     """Stack a list of sample tuples into one batch tuple.
 
     Tensors, numpy arrays and PIL images are stacked (dtypes kept, so uint8 stays uint8; PIL images
-    become uint8 C x H x W), ints become a long tensor, floats a float32 tensor, `PendingImage`s a
-    `PendingBatch`. Items of different shapes raise a `RuntimeError` naming the tuple position, the
-    shapes, the item indices `idxs` (and their paths from `items`) and the fix.
+    become uint8 C x H x W), ints become a long tensor, floats a float32 tensor, `DeferredItem`s whatever
+    their class's `collate` makes (vision's `PendingImage`s: a `PendingBatch`). Items of different shapes
+    raise a `RuntimeError` naming the tuple position, the shapes, the item indices `idxs` (and their paths
+    from `items`) and the fix.
     """
     if len(samples) == 0:
         raise ValueError("collate received an empty list of samples; a batch needs at least one item.")

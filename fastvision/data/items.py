@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from ..utils import listify
+
 PathLike = str | Path
 Names = str | Iterable[str] | None  # one name or several
 Split = tuple[list[int], list[int]]
@@ -40,10 +42,6 @@ _VECTOR = {".svg", ".svgz"}  # image/* MIME types PIL cannot decode: get_image_f
 image_extensions: set[str] = (
     {ext for ext, typ in mimetypes.types_map.items() if typ.startswith("image/")} | _ALWAYS_IMAGE
 ) - _VECTOR
-
-
-def _listify(o: Any) -> list:
-    return [] if o is None else list(o) if isinstance(o, Iterable) and not isinstance(o, (str, Path)) else [o]
 
 
 class _Callable:
@@ -104,8 +102,8 @@ def get_files(
         raise NotADirectoryError(
             f"get_files expects a folder, got the file '{path}'. Pass its parent folder."
         )
-    exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in _listify(extensions)}
-    folders = [str(f) for f in _listify(folders)]
+    exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in listify(extensions)}
+    folders = [str(f) for f in listify(folders)]
     res: list[Path] = []
     if recurse:
         top, real_of = str(path), {}
@@ -283,7 +281,7 @@ class ColReader(_Callable):
         label_delim: str | None = None,
     ):
         self.cols, self.pref, self.suff, self.label_delim = cols, pref, suff, label_delim
-        self._cols = _listify(cols)
+        self._cols = listify(cols)
         self._pref = f"{pref}{os.sep}" if isinstance(pref, Path) else pref
 
     def _one(self, o: Any, col: int | str) -> Any:
@@ -406,7 +404,7 @@ class GrandparentSplitter(_Callable):
         gp = [Path(o).parent.parent.name for o in items]
 
         def idxs(names: Names) -> list[int]:  # grouped by name, in the order the names are given (fastai's)
-            return [i for n in dict.fromkeys(_listify(names)) for i, g in enumerate(gp) if g == n]
+            return [i for n in dict.fromkeys(listify(names)) for i, g in enumerate(gp) if g == n]
 
         return idxs(self.train_name), idxs(self.valid_name)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import os
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -30,9 +31,9 @@ from matplotlib.figure import Figure
 
 from ..transform import Pipeline, tfm_list
 from ..utils import default_device, to_device
-from ..vision.lazy import PendingBatch, decode_pending
-from ..vision.show import decoded_pairs, show_pairs
 from .collate import collate
+from .deferred import DeferredBatch, materialize_all
+from .display import decoded_pairs, show_pairs
 from .samplers import BatchRequest, BatchSampler
 from .workers import (
     Fetched,
@@ -59,17 +60,6 @@ def default_num_workers() -> int:
 def default_workers(ds: Any) -> int | None:
     """0 (the main process) for in-memory `TensorDataset`s, else None (`default_num_workers()`)."""
     return 0 if isinstance(ds, torch.utils.data.TensorDataset) else None
-
-
-def materialize_all(x: Any) -> Any:
-    """Resample every pending batch in `x` (a tuple or one element) at its promised size."""
-    if isinstance(x, PendingBatch):
-        from ..vision.augment import materialize
-
-        return materialize(x)
-    if isinstance(x, tuple):
-        return tuple(materialize_all(o) for o in x)
-    return x
 
 
 class ItemsDataset(torch.utils.data.Dataset):
@@ -151,6 +141,8 @@ class DataLoader:
         prefetch_factor: batches each worker prepares ahead (torch's default 2).
         timeout: seconds to wait for a worker's batch (0: forever).
         collate_fn: replaces `collate` (a module-level function, so workers can receive it).
+        batch_size: torch's name for `bs`, accepted so tutorial code runs; giving both with different
+            values is a TypeError.
     """
 
     def __init__(
@@ -174,7 +166,16 @@ class DataLoader:
         prefetch_factor: int | None = None,
         timeout: float = 0,
         collate_fn: Callable | None = None,
+        batch_size: int | None = None,
     ):
+        if batch_size is not None:
+            default = inspect.signature(type(self).__init__).parameters["bs"].default
+            if bs not in (default, batch_size):
+                raise TypeError(
+                    f"DataLoader got bs={bs!r} and batch_size={batch_size!r}; they are the same setting "
+                    "(batch_size is torch's name for it). Pass only one."
+                )
+            bs = batch_size
         if not isinstance(bs, int) or bs < 1:
             raise ValueError(f"bs must be a positive int, got {bs!r}.")
         if on_bad_image not in ("raise", "skip"):
@@ -267,6 +268,8 @@ class DataLoader:
     def new(self, dataset: Any = None, **overrides: Any) -> DataLoader:
         """Return a loader like this one (same transform instances) on `dataset`, overriding some args."""
         kw = self._kwargs()
+        if "batch_size" in overrides:  # torch's name for bs
+            kw.pop("bs")
         if dataset is not None and "split_idx" not in overrides:
             kw["split_idx"] = getattr(dataset, "split_idx", None)
             kw["split_idx"] = self.split_idx if kw["split_idx"] is None else kw["split_idx"]
@@ -367,7 +370,7 @@ class DataLoader:
     def _apply(self, t: Any, x: Any) -> Any:
         if isinstance(x, tuple):
             return tuple(self._apply(t, o) for o in x)
-        if isinstance(x, PendingBatch) and not getattr(t, "accepts_pending", False):
+        if isinstance(x, DeferredBatch) and not getattr(t, "accepts_pending", False):
             x = materialize_all(x)
         return t(x, self.split_idx) if hasattr(t, "encodes") else t(x)
 
@@ -382,7 +385,7 @@ class DataLoader:
         if res.batch is None:
             return None
         b = to_device(res.batch, self.device, non_blocking=self.pin_memory)
-        b = tuple(decode_pending(o) if isinstance(o, PendingBatch) else o for o in b)
+        b = tuple(o.finish() if isinstance(o, DeferredBatch) else o for o in b)
         if self._after_batch.tfms:
             with seeded((res.request.seed + _BATCH_SALT) % 2**63):
                 for t in self._after_batch.tfms:
@@ -453,6 +456,22 @@ class DataLoader:
         elif b is None:
             b = self.one_batch()
         return show_pairs(self.decode_batch(b, max_n), nrows=nrows, ncols=ncols, figsize=figsize)
+
+
+def _with_wrapped_classes(ds: Any) -> Any:
+    """Return `ds`, or a shallow copy with `classes` set when it is a `Subset` of a dataset with class names."""
+    if getattr(ds, "vocab", None) is not None or getattr(ds, "classes", None) is not None:
+        return ds
+    inner = ds
+    while isinstance(inner, torch.utils.data.Subset):
+        inner = inner.dataset
+        names = getattr(inner, "vocab", None)
+        names = getattr(inner, "classes", None) if names is None else names
+        if names is not None:
+            ds = copy.copy(ds)
+            ds.classes = names
+            return ds
+    return ds
 
 
 class DataLoaders:
@@ -676,10 +695,14 @@ class DataLoaders:
         """Wrap any torch datasets (first = training, shuffled, drops its last partial batch).
 
         `kwargs` go to every `DataLoader` (e.g. `num_workers`, `after_batch`); in-memory
-        `TensorDataset`s load in the main process unless `num_workers` is given.
+        `TensorDataset`s load in the main process unless `num_workers` is given. A `Subset` (e.g. from
+        `random_split`) of a dataset with class names (`classes`, as torchvision's, or `vocab`) keeps them:
+        the loader gets a shallow copy of the subset with `classes` set, so `dls.vocab`, `show_batch` and
+        the loss show and use the names.
         """
         dls = []
         for i, ds in enumerate(datasets):
+            ds = _with_wrapped_classes(ds)
             kw = {"num_workers": default_workers(ds), "shuffle": i == 0 and shuffle, **kwargs}
             kw.setdefault("drop_last", kw["shuffle"])
             dls.append(DataLoader(ds, bs=bs, device=device, split_idx=min(i, 1), **kw))

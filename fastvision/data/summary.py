@@ -15,9 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..vision.image import DecodedImage
-from ..vision.lazy import PendingBatch, PendingImage
 from .datasets import _get_item, _name, noop
+from .deferred import DeferredBatch, DeferredItem, materialize_all
 
 __all__ = ["describe", "summarize"]
 
@@ -26,17 +25,13 @@ def describe(x: Any) -> str:
     """Return a one-line description: type, mode, shape, dtype (small 1-d tensors in full)."""
     if isinstance(x, Image.Image):
         return f"PILImage mode={x.mode} size={x.size[0]}x{x.size[1]}"
-    if isinstance(x, DecodedImage):
-        return f"DecodedImage mode={x.mode} size={x.size[0]}x{x.size[1]} (uint8 tensor)"
     if isinstance(x, torch.Tensor):
         where = "" if x.device.type == "cpu" else f" on {x.device}"
         if x.ndim <= 1 and x.numel() <= 20:
             return f"tensor({x.tolist()}){where}"
         return f"tensor {str(x.dtype).replace('torch.', '')} {'x'.join(map(str, x.shape))}{where}"
-    if isinstance(x, PendingImage):
-        return f"PendingImage {'x'.join(map(str, x.extent))} -> {'x'.join(map(str, x.shape))}"
-    if isinstance(x, PendingBatch):
-        return f"PendingBatch {'x'.join(map(str, x.canvas.shape))} -> {'x'.join(map(str, x.shape))}"
+    if isinstance(x, (DeferredItem, DeferredBatch)) or callable(getattr(type(x), "describe", None)):
+        return x.describe()  # vision's decoded, pending and encoded images describe themselves
     if isinstance(x, (tuple, list)) and not hasattr(x, "_fields"):
         inner = ", ".join(describe(o) for o in x)
         return f"({inner})" if isinstance(x, tuple) else f"[{inner}]"
@@ -50,10 +45,8 @@ def _apply(t: Any, x: Any, split_idx: int) -> Any:
     """Apply a transform element-wise, materialising pending batches for transforms that need pixels."""
     if isinstance(x, tuple):
         return tuple(_apply(t, o, split_idx) for o in x)
-    if isinstance(x, PendingBatch) and not getattr(t, "accepts_pending", False):
-        from ..vision.augment import materialize
-
-        x = materialize(x)
+    if isinstance(x, DeferredBatch) and not getattr(t, "accepts_pending", False):
+        x = x.materialize()
     return t(x, split_idx) if hasattr(t, "encodes") else t(x)
 
 
@@ -70,7 +63,7 @@ def _steps(tfms: list, x: Any, split_idx: int) -> Any:
 def _diagnose(samples: list, idxs: list[int], items: Any) -> None:
     """Print why `samples` do not collate: a type that cannot be stacked or mismatched shapes."""
     print("Error! It's not possible to collate your items in a batch")
-    collatable = (torch.Tensor, np.ndarray, Image.Image, PendingImage, int, float, str, dict, np.number)
+    collatable = (torch.Tensor, np.ndarray, Image.Image, DeferredItem, int, float, str, dict, np.number)
     for pos in range(len(samples[0])):
         elems = [s[pos] for s in samples]
         if not isinstance(elems[0], collatable):
@@ -136,16 +129,14 @@ def summarize(dblock: Any, source: Any, bs: int = 4, show_batch: bool = False, *
     except Exception:
         _diagnose(samples, item_idxs, dsets.items)
         raise
-    b = tuple(o.to(dl.device) if isinstance(o, (torch.Tensor, PendingBatch)) else o for o in b)
+    b = tuple(o.to(dl.device) if isinstance(o, (torch.Tensor, DeferredBatch)) else o for o in b)
     if len(dl.after_batch):
         print("\nApplying batch_tfms to the batch built")
         b = _steps(list(dl.after_batch), b, 0)
     else:
         print("\nNo batch_tfms to apply")
-    if any(isinstance(o, PendingBatch) for o in b):
-        from ..vision.augment import materialize
-
-        b = tuple(materialize(o) if isinstance(o, PendingBatch) else o for o in b)
+    if any(isinstance(o, DeferredBatch) for o in b):
+        b = materialize_all(b)
         print(f"    applying materialize gives\n      {describe(b)}")
     if show_batch:
         dls.show_batch(b=b)

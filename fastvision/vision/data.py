@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..data.block import CategoryBlock, DataBlock, ImageBlock, MultiCategoryBlock, PILImage, RegressionBlock
+from ..data.block import CategoryBlock, DataBlock, MultiCategoryBlock, RegressionBlock
 from ..data.items import (
     ColReader,
     ColSplitter,
@@ -27,6 +27,7 @@ from ..data.items import (
     parent_label,
     using_attr,
 )
+from .block import ImageBlock, PILImage
 
 __all__ = ["ImageDataLoaders"]
 

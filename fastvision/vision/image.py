@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 from ..data.items import get_image_files
+from .lazy import PendingImage
 
 try:  # torchvision's libjpeg-turbo decoder writes straight into a tensor (about 1.5x PIL + copy); it is
     # deprecated in favour of TorchCodec: when a torchvision release drops it, JPEGs go through PIL
@@ -338,6 +339,14 @@ class DecodedImage:
         """Return the pixels as a PIL image."""
         return Image.fromarray(self.pixels.permute(1, 2, 0).squeeze(2).numpy(), self.mode)
 
+    def to_tensor(self) -> torch.Tensor:
+        """The pixels, a uint8 C x H x W tensor (what `ToTensor` returns)."""
+        return self.pixels
+
+    def describe(self) -> str:
+        """One line for `DataBlock.summary`."""
+        return f"DecodedImage mode={self.mode} size={self.size[0]}x{self.size[1]} (uint8 tensor)"
+
     def __repr__(self) -> str:
         return f"DecodedImage(mode={self.mode}, size={self.size[0]}x{self.size[1]})"
 
@@ -457,6 +466,16 @@ class EncodedImage:
 
     def __repr__(self) -> str:
         return f"EncodedImage({self.path.name}, mode={self.mode}, size={self.size[0]}x{self.size[1]})"
+
+    def to_tensor(self) -> PendingImage:
+        """A pending item at the image's own size (the identity window), decoded with its batch."""
+        w, h = self.size
+        return PendingImage(None, (0.0, 0.0, w - 1.0, h - 1.0), (h, w), "border", encoded=self)
+
+    @classmethod
+    def decode_batch(cls, images: list[EncodedImage], device: torch.device | str) -> list[torch.Tensor]:
+        """Decode `images` on `device`, upright (`decode_encoded`)."""
+        return decode_encoded(images, device)
 
 
 def read_encoded(src: Any, mode: str = "RGB") -> EncodedImage | DecodedImage:

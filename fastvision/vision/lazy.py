@@ -18,13 +18,15 @@ from typing import Any
 
 import torch
 
+from ..data.deferred import DeferredBatch, DeferredItem
 from ..memory import batch_empty
+from .sample import materialize
 
 __all__ = ["PendingImage", "PendingBatch", "collate_pending", "decode_pending"]
 
 
 @dataclass
-class PendingImage:
+class PendingImage(DeferredItem):
     """One image whose final resample is deferred to the batch stage.
 
     Args:
@@ -40,7 +42,8 @@ class PendingImage:
     window: tuple[float, float, float, float]
     size: tuple[int, int]
     pad_mode: str = "reflection"
-    encoded: Any = None  # a `vision.image.EncodedImage` (pixels None) when decoding waits for the device
+    encoded: Any = None  # an `EncodedImage` (pixels None) when decoding waits for the device: its class's
+    # `decode_batch(items, device)` decodes them (vision.image; this module does not import it)
 
     @property
     def extent(self) -> tuple[int, int, int]:
@@ -55,9 +58,18 @@ class PendingImage:
         """The promised shape C x H x W (what a materialised item would have)."""
         return torch.Size((self.extent[0], *self.size))
 
+    def describe(self) -> str:
+        """`PendingImage C x h x w -> C x H x W`: native extent and promised shape."""
+        return f"PendingImage {'x'.join(map(str, self.extent))} -> {'x'.join(map(str, self.shape))}"
+
+    @classmethod
+    def collate(cls, items: list[PendingImage]) -> PendingBatch:
+        """Collate pending items into one `PendingBatch` (`collate_pending`)."""
+        return collate_pending(items)
+
 
 @dataclass
-class PendingBatch:
+class PendingBatch(DeferredBatch):
     """A collated batch of `PendingImage`s: one zero-padded uint8 canvas and per-item geometry.
 
     Args:
@@ -82,6 +94,18 @@ class PendingBatch:
 
     def __len__(self) -> int:
         return self.canvas.shape[0]
+
+    def describe(self) -> str:
+        """`PendingBatch canvas-shape -> promised shape`."""
+        return f"PendingBatch {'x'.join(map(str, self.canvas.shape))} -> {'x'.join(map(str, self.shape))}"
+
+    def finish(self) -> PendingBatch:
+        """Decode the items still encoded, on the canvas's device (`decode_pending`)."""
+        return decode_pending(self)
+
+    def materialize(self) -> torch.Tensor:
+        """Resample with identity geometry: float32 B x C x `size` in [0, 1] (`sample.materialize`)."""
+        return materialize(self)
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> PendingBatch:
         """Move the canvas and geometry to `device`."""
@@ -150,12 +174,10 @@ def decode_pending(pb: PendingBatch) -> PendingBatch:
     """Decode the batch's encoded items on the canvas's device, in one batched call, into their regions."""
     if not pb.encoded:
         return pb
-    from .image import decode_encoded
-
     canvas = pb.canvas
     if canvas.is_meta:  # not moved to a device: decode on the CPU
         canvas = torch.zeros(canvas.shape, dtype=canvas.dtype)
-    rows = [i for i, _ in pb.encoded]
-    for i, t in zip(rows, decode_encoded([e for _, e in pb.encoded], canvas.device)):
+    rows, encoded = [i for i, _ in pb.encoded], [e for _, e in pb.encoded]
+    for i, t in zip(rows, type(encoded[0]).decode_batch(encoded, canvas.device)):
         canvas[i, :, : t.shape[1], : t.shape[2]] = t
     return PendingBatch(canvas, pb.hw.to(canvas.device), pb.window.to(canvas.device), pb.size, pb.pad_mode)

@@ -8,6 +8,7 @@ parameters into groups for discriminative learning rates / freezing, and its nor
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ __all__ = [
     "model_meta",
     "arch_meta",
     "default_split",
+    "TimmBody",
+    "create_timm_body",
 ]
 
 _NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm2d, nn.LayerNorm, nn.GroupNorm)
@@ -434,6 +437,78 @@ def _densenet_cut(model: nn.Module) -> nn.Module:
     return nn.Sequential(model.features, nn.ReLU(inplace=True))  # torchvision applies this ReLU in forward
 
 
+# ---- timm architectures -----------------------------------------------------------------------
+
+TIMM_PREFIX = "timm/"  # 'timm/efficientnet_b0' picks timm's model where torchvision has the same name
+
+
+def import_timm() -> Any:
+    """Import and return `timm`, or raise an ImportError that says how to install it."""
+    try:
+        import timm
+    except ImportError as e:
+        raise ImportError(
+            "timm architectures need the timm package, which is not installed. "
+            "Install it with `pip install fastvision[timm]` (or `pip install timm`)."
+        ) from e
+    return timm
+
+
+class TimmBody(nn.Module):
+    """A timm model built with `num_classes=0`, returning N x C x H x W feature maps (or N x C features).
+
+    Args:
+        model: the timm model.
+        mode: 'map' (the model's forward, built with `global_pool=''`: every layer but pooling and
+            classifier), 'features' (`model.forward_features`, for models that cannot turn pooling off) or
+            'pooled' (the model's pooled forward, for transformers without a spatial feature map).
+    """
+
+    def __init__(self, model: nn.Module, mode: str = "map"):
+        super().__init__()
+        if mode not in ("map", "features", "pooled"):
+            raise ValueError(f"TimmBody mode must be 'map', 'features' or 'pooled', got {mode!r}.")
+        self.model, self.mode = model, mode
+        fmt = getattr(model, "output_fmt", "NCHW")
+        self.channels_last = mode != "pooled" and getattr(fmt, "value", fmt) == "NHWC"  # e.g. Swin
+        hidden = getattr(model, "head_hidden_size", None)
+        self.num_features = int(hidden if hidden and mode != "features" else model.num_features)
+
+    @property
+    def pooled(self) -> bool:
+        """Whether the body already pools (the head then has no pooling layer)."""
+        return self.mode == "pooled"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the features of `x` (channels first)."""
+        x = self.model.forward_features(x) if self.mode == "features" else self.model(x)
+        return x.permute(0, 3, 1, 2) if self.channels_last else x
+
+
+def create_timm_body(name: str, n_in: int = 3, pretrained: bool = False, **kwargs: Any) -> TimmBody:
+    """Build timm's `name` ('resnet10t', 'timm/convnext_atto', tags as 'resnet10t.c3_in1k') without classifier.
+
+    As fastai: `timm.create_model(name, pretrained, num_classes=0, in_chans=n_in)`. Models whose
+    pretrained config has a `pool_size` (CNNs) are built with `global_pool=''`, so the body returns the
+    feature map and fastai's head pools it; transformers return their pooled features.
+
+    Args:
+        name: timm model name, optionally prefixed 'timm/'.
+        n_in: input channels (3); timm adapts pretrained first-layer weights itself.
+        pretrained: load timm's pretrained weights (False); `kwargs` go to `timm.create_model`.
+    """
+    timm = import_timm()
+    name = name.removeprefix(TIMM_PREFIX)
+    cfg = timm.models.get_pretrained_cfg(name)
+    args = {"pretrained": pretrained, "num_classes": 0, "in_chans": n_in, **kwargs}
+    if cfg is not None and cfg.pool_size is None:
+        return TimmBody(timm.create_model(name, **args), "pooled")
+    try:
+        return TimmBody(timm.create_model(name, global_pool="", **args), "map")
+    except (AssertionError, ValueError, NotImplementedError):  # e.g. efficientvit: "Cannot disable pooling"
+        return TimmBody(timm.create_model(name, **args), "features")
+
+
 @dataclass
 class ArchMeta:
     """How to turn an architecture into `Sequential(body, head)`.
@@ -441,23 +516,24 @@ class ArchMeta:
     Args:
         cut: where to cut the classifier off (see `create_body`); None for the automatic cut.
         split: `split(model) -> list of parameter lists` (stem-ish / body / head).
-        stats: name of the normalisation stats in `fastvision.vision.lighting` ('imagenet_stats') or None.
+        stats: name of the normalisation stats in `fastvision.vision.lighting` ('imagenet_stats'), a
+            `(mean, std)` pair (timm's pretrained config), or None.
         source: 'torchvision' (built with `weights=`), 'fastvision' (built with `n_in`, `n_out`, no
-            pretrained weights) or 'user'.
+            pretrained weights), 'timm' (built by `create_timm_body`) or 'user'.
         builder: the function that builds the network (looked up for name strings).
     """
 
     cut: int | Callable | None = None
     split: Callable[[nn.Module], list[list[nn.Parameter]]] = default_split
-    stats: str | None = None
+    stats: str | tuple[list[float], list[float]] | None = None
     source: str = "user"
     builder: Callable[..., nn.Module] | None = field(default=None, repr=False)
 
     @property
     def norm_stats(self) -> tuple[list[float], list[float]] | None:
         """The (mean, std) lists this architecture was trained with, or None."""
-        if self.stats is None:
-            return None
+        if self.stats is None or not isinstance(self.stats, str):
+            return self.stats
         from . import lighting
 
         return getattr(lighting, self.stats)
@@ -489,13 +565,49 @@ model_meta["tinyvgg"] = ArchMeta(-1, _split_at(1, inner=False), None, "fastvisio
 model_meta["resnet_small"] = ArchMeta(-3, _split_at(2, inner=False), None, "fastvision", resnet_small)
 
 
+def _close_names(name: str, timm: Any | None) -> str:
+    """Say which torchvision/fastvision and timm names are close to `name` (difflib)."""
+    base = name.removeprefix(TIMM_PREFIX)
+    known = set(model_meta) | set(tvm.list_models(module=tvm))
+    ours = difflib.get_close_matches(base, sorted(known), n=5)
+    text = f"Close torchvision/fastvision names: {ours}." if ours else "No close torchvision/fastvision name."
+    if timm is None:
+        return text + (
+            " timm is not installed: if it is a timm architecture, install timm with "
+            "`pip install fastvision[timm]`."
+        )
+    close = [
+        TIMM_PREFIX + n if n in known else n for n in difflib.get_close_matches(base, timm.list_models(), n=5)
+    ]
+    return text + (f" Close timm names: {close}." if close else " No close timm name.")
+
+
+def _timm_meta(name: str) -> tuple[str, ArchMeta]:
+    """Return `(name, meta)` for a timm model name; ValueError for names and pretrained tags timm lacks."""
+    timm = import_timm()
+    base = name.removeprefix(TIMM_PREFIX)
+    if not timm.is_model(base):
+        raise ValueError(f"Unknown timm architecture name {name!r}. {_close_names(name, timm)}")
+    try:
+        cfg = timm.models.get_pretrained_cfg(base)
+    except RuntimeError as e:  # an unknown pretrained tag
+        tags = timm.list_pretrained(base.split(".")[0] + ".*")
+        raise ValueError(f"{e} Known pretrained tags: {tags[:10]}; or drop the tag for the default.") from e
+    stats = (list(cfg.mean), list(cfg.std)) if cfg is not None and cfg.mean else None
+    return TIMM_PREFIX + base, ArchMeta(None, default_split, stats, "timm", create_timm_body)
+
+
 def arch_meta(arch: str | Callable) -> tuple[str, ArchMeta]:
     """Return `(name, meta)` for an architecture function or name; unknown ones get an automatic meta.
 
-    Torchvision classification models missing from the registry get the automatic cut, `default_split`
-    (2 groups, as fastai) and ImageNet stats.
+    Names are looked up in the registry, then torchvision, then timm (when installed): 'resnet18' is
+    torchvision's, 'resnet10t' timm's, and 'timm/resnet18' timm's resnet18. Timm models are named
+    'timm/<name>'. Torchvision classification models missing from the registry get the automatic cut,
+    `default_split` (2 groups, as fastai) and ImageNet stats.
     """
     name = arch if isinstance(arch, str) else getattr(arch, "__name__", type(arch).__name__)
+    if isinstance(arch, str) and arch.startswith(TIMM_PREFIX):
+        return _timm_meta(arch)
     key = name if name in model_meta else name.lower()
     if key in model_meta:
         meta = model_meta[key]
@@ -503,10 +615,19 @@ def arch_meta(arch: str | Callable) -> tuple[str, ArchMeta]:
         return key, ArchMeta(meta.cut, meta.split, meta.stats, meta.source, builder)
     if name in tvm.list_models(module=tvm) and (isinstance(arch, str) or arch is getattr(tvm, name, None)):
         return name, ArchMeta(**_tv(split=default_split), builder=tvm.get_model_builder(name))
-    if isinstance(arch, str):
-        raise ValueError(
-            f"Unknown architecture name {arch!r}. Known names: {sorted(model_meta)[:8]}... "
-            f"({len(model_meta)} registered) and every torchvision classification model. "
-            "Pass the model function itself for other architectures."
-        )
-    return name, ArchMeta(builder=arch)
+    if not isinstance(arch, str):
+        if getattr(arch, "__module__", "").startswith(
+            "timm."
+        ):  # a timm model function, e.g. timm.models.resnet10t
+            return _timm_meta(name)
+        return name, ArchMeta(builder=arch)
+    try:
+        timm = import_timm()
+    except ImportError:
+        timm = None
+    if timm is not None and timm.is_model(arch):
+        return _timm_meta(arch)
+    raise ValueError(
+        f"Unknown architecture name {arch!r}. {_close_names(arch, timm)} "
+        "Pass the model function itself for other architectures."
+    )

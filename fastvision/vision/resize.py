@@ -1,4 +1,4 @@
-"""Item transforms that run in the DataLoader workers: Resize, RandomResizedCrop, crops, flips, ToTensor.
+"""Item transforms that run in the DataLoader workers: Resize, RandomResizedCrop, crops, flips.
 
 Every transform here receives one element of a sample tuple and returns anything that is not an image
 unchanged (a category index passes through `Resize`). Geometry is computed as a float *box* in PIL
@@ -20,17 +20,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..transform import Transform
+from ..transform import Transform, image_to_tensor
 from .image import DecodedImage, EncodedImage
 from .lazy import PendingImage
 
 __all__ = [
     "ResizeMethod",
     "PadMode",
-    "image_to_tensor",
     "Resize",
     "RandomResizedCrop",
-    "ToTensor",
     "CropPad",
     "RandomCrop",
     "FlipItem",
@@ -67,14 +65,6 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}.")
     return value
-
-
-def image_to_tensor(img: Image.Image) -> torch.Tensor:
-    """Convert a PIL image to a uint8 tensor C x H x W (greyscale 'L' gives 1 x H x W)."""
-    arr = np.array(img)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    return torch.from_numpy(arr).permute(2, 0, 1)  # a channels-last view: collate stacks it with one copy
 
 
 def _pad_array(img: Image.Image, pads: tuple[int, int, int, int], pad_mode: str) -> Image.Image:
@@ -298,21 +288,6 @@ class RandomResizedCrop(_BoxTransform):
             nw, nh = w, h
         x0, y0 = (w - nw) // 2, (h - nh) // 2
         return (float(x0), float(y0), float(x0 + nw), float(y0 + nh)), self.size
-
-
-class ToTensor(Transform):
-    """Convert a PIL image or `DecodedImage` to a uint8 tensor C x H x W; anything else passes through."""
-
-    order = 5
-
-    def encodes(self, x: Any, split_idx: int | None = None) -> Any:
-        """Convert images; return anything else unchanged (still-encoded JPEG bytes become a pending item)."""
-        if isinstance(x, DecodedImage):
-            return x.pixels
-        if isinstance(x, EncodedImage):  # decoded on the device at its own size: the identity window
-            w, h = x.size
-            return PendingImage(None, (0.0, 0.0, w - 1.0, h - 1.0), (h, w), "border", encoded=x)
-        return image_to_tensor(x) if isinstance(x, Image.Image) else x
 
 
 class CropPad(Transform):

@@ -1,4 +1,4 @@
-"""Drawing: `show_image` for one image, `show_images` for a titled grid, and the label text of targets.
+"""Drawing images: `show_image` for one, `show_images` for a titled grid (registered as the data's grid).
 
 `show_batch`, `show_results` and `plot_top_losses` all end in `show_images`: a grid of `nrows` x `ncols`
 cells (`nrows` defaults to `int(sqrt(n))`, `ncols` to `ceil(n / nrows)`), 3 inches per cell.
@@ -17,7 +17,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from PIL import Image
 
-__all__ = ["show_image", "show_images", "image_array", "target_text", "decoded_pairs", "show_pairs"]
+from ..data.display import register_grid
+
+__all__ = ["show_image", "show_images", "image_array"]
 
 
 def image_array(img: Any) -> np.ndarray:
@@ -115,53 +117,4 @@ def show_images(
     return fig
 
 
-def target_text(dataset: Any, y: Any, n_inp: int = 1) -> str:
-    """Return the display text of one target `y` of `dataset`.
-
-    Uses `dataset.decode(sample)` (fastvision `Datasets`: category index -> label) when present, else
-    the dataset's `vocab` (or torchvision's `classes`): an index gives its class, a one-hot vector the
-    `;`-joined classes above 0.5, a number its value.
-    """
-    if isinstance(y, torch.Tensor):
-        y = y.detach().cpu()
-        y = y.item() if y.ndim == 0 else y
-    if hasattr(dataset, "decode"):
-        try:
-            out = dataset.decode((None,) * n_inp + (y,))
-            lab = out[n_inp] if isinstance(out, tuple) and len(out) > n_inp else out
-            if not isinstance(lab, torch.Tensor) and lab is not None:
-                return ";".join(map(str, lab)) if isinstance(lab, (list, tuple)) else str(lab)
-        except Exception:
-            pass
-    vocab = getattr(dataset, "vocab", None)
-    vocab = getattr(dataset, "classes", None) if vocab is None else vocab
-    if isinstance(y, torch.Tensor):
-        if y.ndim == 1 and vocab is not None and len(y) == len(vocab):
-            return ";".join(str(vocab[k]) for k in torch.nonzero(y > 0.5).flatten().tolist())
-        return str([round(v, 3) for v in y.flatten().tolist()])
-    if isinstance(y, int) and not isinstance(y, bool) and vocab is not None and 0 <= y < len(vocab):
-        return str(vocab[y])
-    return f"{y:.3g}" if isinstance(y, float) else str(y)
-
-
-def decoded_pairs(
-    b: Sequence, dataset: Any, n_inp: int = 1, max_n: int = 9
-) -> list[tuple[torch.Tensor, str | None]]:
-    """Return up to `max_n` (image, label text) pairs of a decoded CPU batch `b` (no targets: None)."""
-    xs, ys = b[0], (b[n_inp] if len(b) > n_inp else None)
-    out = []
-    for i in range(min(len(xs), max_n)):
-        x = xs[i].clamp(0, 1) if xs[i].is_floating_point() else xs[i].clamp(0, 255).to(torch.uint8)
-        out.append((x, None if ys is None else target_text(dataset, ys[i], n_inp)))
-    return out
-
-
-def show_pairs(pairs: Sequence[tuple[Any, str | None]], **kwargs: Any) -> Figure:
-    """Draw (image, title) pairs with `show_images` (kwargs: nrows, ncols, figsize, ...)."""
-    if pairs and getattr(pairs[0][0], "ndim", 3) != 3:
-        raise ValueError(
-            f"show_batch draws images C x H x W, but these inputs have shape {tuple(pairs[0][0].shape)} per "
-            "item. Inspect `dl.one_batch()` instead."
-        )
-    titles = [y for _, y in pairs] if any(y is not None for _, y in pairs) else None
-    return show_images([x for x, _ in pairs], titles=titles, **kwargs)
+register_grid(show_images)  # what show_batch, show_results and plot_top_losses draw with

@@ -1,15 +1,16 @@
-"""The `fastvision` command line: train, lr-find, predict, interpret and the Fashion-MNIST demo."""
+"""The command line's parser: the commands and their options, the argument checks and the user-facing errors."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import sys
+import tempfile
 from pathlib import Path
 from typing import NoReturn
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "CLIError", "TrainingFailed", "check_out"]
+
+DESCRIPTION = "The `fastvision` command line: train, lr-find, predict, interpret, export-onnx and the Fashion-MNIST demo."
 
 
 class CLIError(Exception):
@@ -74,6 +75,16 @@ def _lr(s: str) -> str | float:
     return v
 
 
+def check_out(out: Path, what: str = "--out") -> None:
+    """Create the output folder and check it is writable, before any work is spent."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise CLIError(f"cannot write to {what} '{out}': {e.strerror or e}. Choose a writable folder.") from e
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="image folder")
     p.add_argument(
@@ -97,9 +108,19 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-aug", action="store_true", help="no batch augmentation")
 
 
+def _add_trust_module(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trust-module",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="a module a 'class' export may import (repeatable; importing runs its code)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the `fastvision` command."""
-    ap = _Parser(prog="fastvision", description=__doc__)
+    ap = _Parser(prog="fastvision", description=DESCRIPTION)
     sub = ap.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train an image classifier on a folder")
@@ -130,26 +151,42 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("images", nargs="+", help="image files")
     pr.add_argument("--json", action="store_true", help="print JSON instead of a table")
     pr.add_argument("--topk", type=_positive_int, default=3, help="classes to show per image (default: 3)")
-    pr.add_argument(
-        "--trust-module",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="a module a 'class' export may import (repeatable; importing runs its code)",
-    )
+    _add_trust_module(pr)
 
     it = sub.add_parser("interpret", help="confusion matrix and most-confused pairs of an exported model")
     _add_data_args(it)
     it.add_argument("--model", required=True, help="exported model")
     it.add_argument("--out", default="out/interpret", help="output folder (default: out/interpret)")
     it.add_argument("--min-val", type=_positive_int, default=1, help="smallest count listed (default: 1)")
-    it.add_argument(
-        "--trust-module",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="a module a 'class' export may import (repeatable; importing runs its code)",
+    _add_trust_module(it)
+
+    ox = sub.add_parser("export-onnx", help="convert an exported model to ONNX (needs fastvision[onnx])")
+    ox.add_argument("model", help="exported model (the .json written by `train` or learn.export())")
+    ox.add_argument("out", help="the .onnx file to write")
+    ox.add_argument(
+        "--preprocess",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="graph takes uint8 pixels and converts and normalises them (default); "
+        "--no-preprocess: it takes the normalised float32 tensor",
     )
+    ox.add_argument(
+        "--activation",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="output probabilities (softmax/sigmoid, default); --no-activation: raw model outputs",
+    )
+    ox.add_argument(
+        "--opset", type=_positive_int, default=None, help="ONNX opset (default: 17, 18 with --dynamo)"
+    )
+    ox.add_argument("--dynamo", action="store_true", help="use torch's torch.export-based exporter")
+    ox.add_argument(
+        "--check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compare the file with PyTorch in onnxruntime (default)",
+    )
+    _add_trust_module(ox)
 
     d = sub.add_parser("demo", help="train on the real Fashion-MNIST (the main job of `make demo`)")
     d.add_argument(
@@ -176,115 +213,3 @@ def build_parser() -> argparse.ArgumentParser:
         "--split", choices=["train", "test"], default="train", help="Fashion-MNIST split (default: train)"
     )
     return ap
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
-    args = build_parser().parse_args(argv)
-    try:
-        if args.command == "demo":
-            from .demo import run_demo
-
-            run_demo(
-                epochs=args.epochs,
-                budget=args.budget,
-                out=args.out,
-                bs=args.bs,
-                quick=args.quick,
-                seed=args.seed,
-            )
-        elif args.command == "predict":
-            _predict(args)
-        elif args.command == "make-fashion-pets":
-            _make_fashion_pets(args)
-        else:
-            from . import cli_train
-
-            {"train": cli_train.train, "lr-find": cli_train.lr_find, "interpret": cli_train.interpret}[
-                args.command
-            ](args)
-    except CLIError as e:
-        print(f"fastvision {args.command}: error: {_one_line(str(e))}", file=sys.stderr)
-        return e.code
-    except KeyboardInterrupt:
-        print(f"fastvision {args.command}: interrupted", file=sys.stderr)
-        return 130
-    return 0
-
-
-def _make_fashion_pets(args: argparse.Namespace) -> None:
-    from .data.fashion_pets import make_fashion_pets
-
-    try:
-        out = make_fashion_pets(args.out, n=args.n, seed=args.seed, source=args.src, split=args.split)
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
-        raise CLIError(str(e)) from e
-    print(f"wrote {sum(1 for _ in out.glob('*.jpg'))} images to {out}")
-
-
-def _one_line(msg: str) -> str:
-    return " ".join(msg.split())
-
-
-def _check_model_path(model: Path) -> None:
-    if not (model.exists() or model.with_name(model.name + ".json").exists()):
-        raise CLIError(
-            f"no exported model at '{model}'. Train one with `fastvision train` or learn.export()."
-        )
-
-
-def load_model(model: str | Path, trusted_modules: list[str]) -> object:
-    """Load an exported model for a command, turning load errors into one-line `CLIError`s."""
-    from .export import load_learner
-
-    model = Path(model)
-    _check_model_path(model)
-    try:
-        return load_learner(model, trusted_modules=trusted_modules)
-    except (ValueError, OSError, ImportError) as e:
-        raise CLIError(f"cannot load the model '{model}': {e}") from e
-
-
-def _predict(args: argparse.Namespace) -> None:
-    from .vision.image import ImageLoadError
-
-    _check_model_path(Path(args.model))
-    for p in args.images:
-        if not Path(p).exists():
-            raise CLIError(f"no such image file: '{p}'")
-        if not Path(p).is_file():
-            raise CLIError(f"'{p}' is not a file; give image files (a shell glob such as '{p}/*.jpg' works)")
-    learn = load_model(args.model, args.trust_module)
-    try:
-        results = learn.predict(list(args.images))
-    except ImageLoadError as e:
-        raise CLIError(str(e)) from e
-    rows = []
-    for path, (label, _idx, probs) in zip(args.images, results):
-        top = probs.topk(min(args.topk, len(probs)))
-        rows.append(
-            {
-                "image": str(path),
-                "label": str(label),
-                "top": [
-                    {"label": str(learn.vocab[int(i)] if learn.vocab else int(i)), "prob": round(float(p), 4)}
-                    for p, i in zip(*top)
-                ],
-            }
-        )
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return
-    width = max(len(r["image"]) for r in rows)
-    print(f"{'image':<{width}}  prediction")
-    for r in rows:
-        tops = ", ".join(f"{t['label']} {t['prob']:.3f}" for t in r["top"])
-        print(f"{r['image']:<{width}}  {tops}")
-
-
-if __name__ == "__main__":
-    # `python -m fastvision.cli` runs this file as `__main__`; the commands raise `fastvision.cli.CLIError`,
-    # so run the `main` of the imported module, whose `except CLIError` is that very class.
-    from fastvision.cli import main as _main
-
-    sys.exit(_main())

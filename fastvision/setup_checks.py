@@ -1,5 +1,6 @@
-"""Learner helpers kept out of the loop module: argument checks (errors say what, what was expected, how to fix)
-and moving batches to the device."""
+"""The checks of a Learner's setup, before and at its first batch: arguments, learning rates, epochs, an empty
+training loader, a model/loss mismatch, a loss that fails on the batch, and integer images reaching a float
+model. Each error says what was received, what was expected and how to fix it."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ __all__ = [
     "check_lr",
     "check_n_epoch",
     "check_train_batches",
+    "input_dtype_error",
     "loss_error",
-    "to_device",
     "warn_model_loss_mismatch",
 ]
 
@@ -188,13 +189,23 @@ def warn_model_loss_mismatch(dls: Any, model: nn.Module, loss_func: Any) -> None
         )
 
 
-def to_device(b: Any, dev: torch.device | None) -> Any:
-    """Move the tensors of batch `b` (nested tuples/lists) to `dev` without blocking; None leaves them."""
-    ready = type(b) in (tuple, list) and all(type(o) is torch.Tensor and o.device == dev for o in b)
-    if dev is None or ready:
-        return b
-    if isinstance(b, torch.Tensor):
-        return b if b.device == dev else b.to(dev, non_blocking=True)
-    if isinstance(b, (tuple, list)):
-        return type(b)(to_device(o, dev) for o in b)
-    return b
+def input_dtype_error(xb: tuple, err: RuntimeError) -> Exception | None:
+    """Return a `TypeError` explaining `err` when the model failed on integer (uint8) images, else None.
+
+    That happens when images reach the model without `IntToFloatTensor`, typically because
+    `from fastvision.all import *` came after torchvision's import and its `ToTensor` (uint8, like fastai's)
+    shadows torchvision's (floats in [0, 1]).
+    """
+    ints = [(i, x) for i, x in enumerate(xb) if isinstance(x, torch.Tensor) and x.dtype == torch.uint8]
+    if not ints:
+        return None
+    i, x = ints[0]
+    return TypeError(
+        f"The model got integer images: xb[{i}] is a {x.dtype} tensor of shape {tuple(x.shape)}, but it computes "
+        f"in floating point ({err}). Convert the images to floats in [0, 1] before the model: add "
+        "`IntToFloatTensor()` to the batch transforms (DataBlock and ImageDataLoaders add it for you). With "
+        "torchvision transforms, check the import order: `from fastvision.all import *` exports fastvision's "
+        "`ToTensor` (uint8, as fastai's), which shadows torchvision's `ToTensor` (floats) when the star import "
+        "comes after `from torchvision.transforms import *`; import torchvision's names after it, or write "
+        "`torchvision.transforms.ToTensor()`."
+    )

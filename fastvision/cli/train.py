@@ -1,138 +1,27 @@
-"""The data-folder commands of the command line: `train`, `lr-find` and `interpret`."""
+"""The training commands: `train` (fit, check, checkpoint, resume and export) and `lr-find`."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import math
 import os
-import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from .callback.resume import ResumableCheckpoint, ResumeFrom, latest_checkpoint
-from .callback.tracker import TerminateOnNaNCallback
-from .cli import CLIError, TrainingFailed, load_model
+from ..callback.resume import ResumableCheckpoint, ResumeFrom, latest_checkpoint
+from ..callback.tracker import TerminateOnNaNCallback
+from .data import make_dls
+from .parser import CLIError, TrainingFailed, check_out
 
-__all__ = ["train", "lr_find", "interpret", "make_dls"]
-
-
-def make_dls(args: argparse.Namespace, aug: bool = True) -> Any:
-    """Build DataLoaders from the command's folder, label rule, sizes and split."""
-    from .data.block import CategoryBlock, DataBlock, ImageBlock
-    from .data.items import (
-        ColReader,
-        ColSplitter,
-        RandomSplitter,
-        get_image_files,
-        parent_label,
-    )
-    from .vision.augment import aug_transforms
-    from .vision.resize import Resize
-
-    path = Path(args.path)
-    if path.is_file():
-        raise CLIError(f"'{path}' is a file; give the folder that holds your images (e.g. '{path.parent}').")
-    if not path.is_dir():
-        raise CLIError(f"no such folder '{path}'. Give the folder that holds your images.")
-    presize = args.presize or round(args.size * 460 / 224)
-    batch_tfms = aug_transforms(size=args.size, min_scale=0.75) if aug and not args.no_aug else []
-    item_tfms = [Resize(presize if batch_tfms else args.size)]
-    kw: dict[str, Any] = dict(blocks=(ImageBlock, CategoryBlock), item_tfms=item_tfms, batch_tfms=batch_tfms)
-    labels = args.labels
-    if labels == "parent":
-        kw.update(
-            get_items=get_image_files, get_y=parent_label, splitter=RandomSplitter(args.valid_pct, args.seed)
-        )
-        source: Any = path
-    elif labels.startswith("re:"):
-        _check_regex(labels[3:])
-        kw.update(
-            get_items=get_image_files,
-            get_y=_NameRegex(labels[3:]),
-            splitter=RandomSplitter(args.valid_pct, args.seed),
-        )
-        source = path
-    elif labels.startswith("csv:"):
-        rows = _read_csv(Path(labels[4:]) if Path(labels[4:]).is_absolute() else path / labels[4:])
-        splitter = (
-            ColSplitter("is_valid") if "is_valid" in rows[0] else RandomSplitter(args.valid_pct, args.seed)
-        )
-        kw.update(
-            get_x=ColReader("fname", pref=f"{path}{os.sep}"), get_y=ColReader("label"), splitter=splitter
-        )
-        source = rows
-    else:
-        raise CLIError(f"--labels {labels!r} is not 'parent', 're:PATTERN' or 'csv:FILE'.")
-    if labels != "csv" and not labels.startswith("csv:") and not get_image_files(path):
-        raise CLIError(
-            f"no images in '{path}' (looked for .jpg, .png, .gif, .bmp, .tif, .webp, recursively)."
-        )
-    try:
-        dls = DataBlock(**kw).dataloaders(
-            source, bs=args.bs, num_workers=args.num_workers, seed=args.seed, path=path
-        )
-    except (ValueError, FileNotFoundError) as e:
-        raise CLIError(str(e)) from e
-    n_train, n_valid = len(dls.train_ds), len(dls.valid_ds)
-    if n_valid == 0:
-        raise CLIError(
-            f"the validation set is empty ({n_train} images, --valid-pct {args.valid_pct}). Raise --valid-pct "
-            "or add images."
-        )
-    if aug and len(dls.train) == 0:
-        raise CLIError(
-            f"no full training batch: {n_train} training images and --bs {args.bs}. Use --bs {max(1, n_train // 2)} "
-            "or less."
-        )
-    return dls
-
-
-def _check_regex(pat: str) -> None:
-    """Refuse an invalid pattern, or one without the capture group that holds the label."""
-    try:
-        groups = re.compile(pat).groups
-    except re.error as e:
-        raise CLIError(f"--labels 're:{pat}' is not a valid regular expression: {e}.") from None
-    if groups < 1:
-        raise CLIError(
-            f"--labels 're:{pat}' has no capture group: put the label part in parentheses, e.g. "
-            "'re:(.+)_\\d+\\.jpg$'."
-        )
-
-
-class _NameRegex:
-    """Label = group 1 of a regex on the file name (picklable, for worker processes)."""
-
-    def __init__(self, pat: str):
-        from .data.items import RegexLabeller
-
-        self.labeller = RegexLabeller(pat)
-
-    def __call__(self, o: Path) -> str:
-        return self.labeller(Path(o).name)
-
-
-def _read_csv(file: Path) -> list[dict[str, str]]:
-    if not file.is_file():
-        raise CLIError(f"no such CSV file '{file}'.")
-    with open(file, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"fname", "label"} <= set(rows[0]):
-        raise CLIError(f"'{file}' needs a header with columns fname,label (and optionally is_valid).")
-    for r in rows:
-        if "is_valid" in r:
-            r["is_valid"] = r["is_valid"].strip().lower() in ("1", "true", "yes")
-    return rows
+__all__ = ["train", "lr_find"]
 
 
 def _check_arch(name: str) -> None:
-    from .vision.models import arch_meta
+    from ..vision.models import arch_meta
 
     try:
         arch_meta(name)
@@ -140,19 +29,9 @@ def _check_arch(name: str) -> None:
         raise CLIError(str(e).replace("Pass the model function itself for other architectures.", "")) from e
 
 
-def _check_out(out: Path, what: str = "--out") -> None:
-    """Create the output folder and check it is writable, before any training time is spent."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as e:
-        raise CLIError(f"cannot write to {what} '{out}': {e.strerror or e}. Choose a writable folder.") from e
-
-
 def _learner(args: argparse.Namespace, dls: Any) -> Any:
-    from .metrics import accuracy, error_rate
-    from .vision.learner import vision_learner
+    from ..metrics import accuracy, error_rate
+    from ..vision.learner import vision_learner
 
     try:
         return vision_learner(dls, args.arch, pretrained=args.pretrained, metrics=[error_rate, accuracy])
@@ -239,11 +118,11 @@ def train(args: argparse.Namespace) -> None:
         ]
         cmd = [*torchrun, f"--nproc_per_node={args.nproc}", "-m", "fastvision.cli", *argv]
         raise SystemExit(subprocess.call(cmd))
-    from .distributed import rank_distrib
+    from ..distributed import rank_distrib
 
     main = rank_distrib() == 0  # under torchrun every process trains (DDP); only rank 0 writes and prints
     out = Path(args.out).resolve()
-    _check_out(out)
+    check_out(out)
     _check_arch(args.arch)
     run_file, ckpts = out / "run.json", out / "checkpoints"
     options = {k: str(getattr(args, k)) for k in _RUN_KEYS}
@@ -319,7 +198,7 @@ def _read_run(file: Path) -> dict | None:
 
 
 def _write_run(file: Path, run: dict) -> None:
-    from .checkpoint import atomic_write
+    from ..checkpoint import atomic_write
 
     atomic_write(file, lambda f: f.write(json.dumps(run, indent=1).encode()))
 
@@ -328,61 +207,9 @@ def lr_find(args: argparse.Namespace) -> None:
     """Run the learning-rate finder and save its plot (`fastvision lr-find`)."""
     import matplotlib.pyplot as plt
 
-    _check_out(Path(args.out).parent)
+    check_out(Path(args.out).parent)
     _check_arch(args.arch)
     learn = _learner(args, make_dls(args))
     sugg = learn.lr_find(show_plot=True)
     plt.gcf().savefig(args.out, dpi=100)
     print(f"valley {sugg.valley:.2e}; plot written to {args.out}")
-
-
-def interpret(args: argparse.Namespace) -> None:
-    """Confusion matrix and most-confused pairs of an exported model on a folder (`fastvision interpret`)."""
-    out = Path(args.out)
-    _check_out(out)
-    inf = load_model(args.model, args.trust_module)
-    dls = make_dls(args, aug=False)
-    items = list(dls.valid_ds.items)
-    preds = inf.predict(items)
-    vocab = list(inf.vocab)
-    actual = [dls.valid_ds.decode(dls.valid_ds[i])[1] for i in range(len(items))]
-    import numpy as np
-
-    cm = np.zeros((len(vocab), len(vocab)), dtype=int)
-    for a, (p, _i, _probs) in zip(actual, preds):
-        if a in vocab:
-            cm[vocab.index(a), vocab.index(str(p))] += 1
-    _plot_cm(cm, vocab).savefig(out / "confusion_matrix.png", dpi=100)
-    acc = np.trace(cm) / max(1, cm.sum())
-    print(f"accuracy on the {len(items)} validation images: {acc:.4f}")
-    pairs = sorted(
-        ((vocab[i], vocab[j], int(cm[i, j])) for i in range(len(vocab)) for j in range(len(vocab)) if i != j),
-        key=lambda t: -t[2],
-    )
-    print("most confused (actual, predicted, count):")
-    for a, p, n in [t for t in pairs if t[2] >= args.min_val]:
-        print(f"  {a} -> {p}: {n}")
-    print(f"wrote {out / 'confusion_matrix.png'}")
-
-
-def _plot_cm(cm: Any, vocab: list[str]) -> Any:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(4, len(vocab) * 0.6),) * 2)
-    ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(len(vocab)), vocab, rotation=90)
-    ax.set_yticks(range(len(vocab)), vocab)
-    ax.set_xlabel("Predicted")
-    ax.set_ylabel("Actual")
-    for i in range(len(vocab)):
-        for j in range(len(vocab)):
-            ax.text(
-                j,
-                i,
-                str(cm[i, j]),
-                ha="center",
-                va="center",
-                color="white" if cm[i, j] > cm.max() / 2 else "black",
-            )
-    fig.tight_layout()
-    return fig

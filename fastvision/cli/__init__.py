@@ -1,0 +1,50 @@
+"""The `fastvision` command line: `main` parses the arguments and runs one command.
+
+One module per job: `parser` (the commands, their options and the user-facing errors), `data` (the
+DataLoaders of the image-folder commands), `train` (`train`, `lr-find`), `interpret`, `exported` (the
+commands on an exported model: `predict`, `export-onnx`) and `demo` (`demo`, `make-fashion-pets`). A
+command's module is imported only when that command runs, so `fastvision --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from .parser import CLIError, build_parser
+
+__all__ = ["main", "build_parser"]
+
+
+def _command(name: str) -> Callable[[argparse.Namespace], None]:
+    """Return the function that runs the command `name`, importing its module."""
+    if name in ("train", "lr-find"):
+        from . import train
+
+        return train.train if name == "train" else train.lr_find
+    if name == "interpret":
+        from .interpret import interpret
+
+        return interpret
+    if name in ("predict", "export-onnx"):
+        from . import exported
+
+        return exported.predict if name == "predict" else exported.export_onnx
+    from . import demo
+
+    return {"demo": demo.demo, "make-fashion-pets": demo.make_fashion_pets}[name]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        _command(args.command)(args)
+    except CLIError as e:
+        print(f"fastvision {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        print(f"fastvision {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,65 @@
+"""The `interpret` command: the confusion matrix and most-confused pairs of an exported model on a folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .data import make_dls
+from .exported import load_model
+from .parser import check_out
+
+__all__ = ["interpret"]
+
+
+def interpret(args: argparse.Namespace) -> None:
+    """Confusion matrix and most-confused pairs of an exported model on a folder (`fastvision interpret`)."""
+    out = Path(args.out)
+    check_out(out)
+    inf = load_model(args.model, args.trust_module)
+    dls = make_dls(args, aug=False)
+    items = list(dls.valid_ds.items)
+    preds = inf.predict(items)
+    vocab = list(inf.vocab)
+    actual = [dls.valid_ds.decode(dls.valid_ds[i])[1] for i in range(len(items))]
+    import numpy as np
+
+    cm = np.zeros((len(vocab), len(vocab)), dtype=int)
+    for a, (p, _i, _probs) in zip(actual, preds):
+        if a in vocab:
+            cm[vocab.index(a), vocab.index(str(p))] += 1
+    _plot_cm(cm, vocab).savefig(out / "confusion_matrix.png", dpi=100)
+    acc = np.trace(cm) / max(1, cm.sum())
+    print(f"accuracy on the {len(items)} validation images: {acc:.4f}")
+    pairs = sorted(
+        ((vocab[i], vocab[j], int(cm[i, j])) for i in range(len(vocab)) for j in range(len(vocab)) if i != j),
+        key=lambda t: -t[2],
+    )
+    print("most confused (actual, predicted, count):")
+    for a, p, n in [t for t in pairs if t[2] >= args.min_val]:
+        print(f"  {a} -> {p}: {n}")
+    print(f"wrote {out / 'confusion_matrix.png'}")
+
+
+def _plot_cm(cm: Any, vocab: list[str]) -> Any:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(4, len(vocab) * 0.6),) * 2)
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(vocab)), vocab, rotation=90)
+    ax.set_yticks(range(len(vocab)), vocab)
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("Actual")
+    for i in range(len(vocab)):
+        for j in range(len(vocab)):
+            ax.text(
+                j,
+                i,
+                str(cm[i, j]),
+                ha="center",
+                va="center",
+                color="white" if cm[i, j] > cm.max() / 2 else "black",
+            )
+    fig.tight_layout()
+    return fig
