@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.fastvision-installed
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install demo test lint bench fashion-data clean
+.PHONY: install demo test lint typecheck bench fashion-data clean
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,6 +28,10 @@ demo: install fashion-data
 lint: install
 	$(BIN)/ruff check fastvision tests bench
 	$(BIN)/ruff format --check fastvision tests bench
+
+# mypy over the package (config in pyproject.toml); it joins `lint` once it reports no errors.
+typecheck: install
+	$(BIN)/mypy fastvision
 
 test: lint fashion-data
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -27,7 +27,7 @@ setup(
     extras_require={
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.6", "nbformat>=5.9", "nbclient>=0.10",
                 "ipykernel>=6.29", "pandas>=2.0", "mkdocs>=1.6", "timm>=1.0",
-                "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.5"],
+                "onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.5", "mypy>=1.10"],
         "docs": ["mkdocs>=1.6"],
         "tensorboard": ["tensorboard>=2.15"],
         "timm": ["timm>=1.0"],

@@ -142,12 +142,19 @@ def main() -> None:
     for name, full in pipelines:
         if a.only and a.only != ("full" if full else "item"):
             continue
+        print(name, "(each run as it ends, then the medians)", flush=True)
         runs: dict[str, list[dict]] = {lib: [] for lib, _ in libs}
         for _ in range(a.reps):  # alternate, so both libraries see the same machine load
             for lib, py in libs:
                 r = run(py, lib, a, full)
                 if r is not None:
                     runs[lib].append(r)
+                    steady = med(r["epochs"][1:]) if len(r["epochs"]) > 1 else float("nan")
+                    print(
+                        f"  run: {lib:10s} cold {r['cold']:7.1f} img/s | steady {steady:7.1f} img/s | "
+                        f"peak PSS {r['peak_mb']:6.0f} MB",
+                        flush=True,
+                    )
         summary = {}
         for lib, rs in runs.items():
             summary[lib] = {
@@ -157,7 +164,7 @@ def main() -> None:
                 "peak_mb": med([r["peak_mb"] for r in rs]),
             }
         results[name] = summary
-        print(name)
+        print(name, flush=True)
         for lib, s in summary.items():
             print(
                 f"  {lib:10s} cold {s['cold']:7.1f} img/s | steady {s['steady']:7.1f} img/s | "

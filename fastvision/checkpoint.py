@@ -219,7 +219,7 @@ def load_checkpoint(
         if load_state_dict_head(model, weights):
             return  # the optimizer state belongs to the other head's shapes
     else:
-        model.load_state_dict(weights, strict=strict)
+        model.load_state_dict(weights, strict=bool(strict))
     if not with_opt or opt is None:
         return
     if not has_opt:

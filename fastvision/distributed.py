@@ -190,8 +190,13 @@ class DistributedBatchSampler(torch.utils.data.Sampler):
     """Yield this rank's batches: each epoch every rank permutes with `seed + epoch` and keeps items `rank::world`.
 
     Args:
-        n, bs, shuffle, drop_last: as the loader's.
-        seed: the same on every rank. rank, world: this process and the process count.
+        n: the number of items, as the loader's.
+        bs: the batch size, as the loader's.
+        shuffle: as the loader's.
+        drop_last: as the loader's.
+        seed: the same on every rank.
+        rank: this process.
+        world: the process count.
         pad: repeat items so every rank gets `ceil(n / world)` of them and runs as many batches as the
             others (training, where DDP steps together); False shards exactly (validation sums).
         fallback: the loader's own sampler, used while `active` is False (nested validate/get_preds).
@@ -244,7 +249,7 @@ class DistributedBatchSampler(torch.utils.data.Sampler):
 
 def _swap_sync_bn(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
     """Replace BatchNorm children by SyncBatchNorm sharing their parameters and buffers; return what to put back."""
-    found = [
+    found: list[tuple[nn.Module, str, nn.Module]] = [
         (parent, name, child)
         for parent in model.modules()
         for name, child in parent.named_children()
@@ -301,7 +306,7 @@ class DistributedTrainer(Callback):
                     c.run = False
             self._stdout, sys.stdout = sys.stdout, open(os.devnull, "w")  # noqa: SIM115
         if any(p.requires_grad for p in learn.model.parameters()):
-            kw = {"device_ids": [dev.index]} if cuda else {}
+            kw = {"device_ids": [dev.index]} if cuda and dev is not None else {}
             learn.model = nn.parallel.DistributedDataParallel(learn.model, **{**kw, **self.ddp_kwargs})
 
     def _place(self, learn: Any) -> torch.device | None:
@@ -336,8 +341,8 @@ class DistributedTrainer(Callback):
         return dl, old, s
 
     def _activate(self, i: int) -> None:
-        if self.wrapped and len(self._samplers) > i and self._samplers[i] is not None:
-            self._samplers[i][2].active = self._live()
+        if self.wrapped and len(self._samplers) > i and (s := self._samplers[i]) is not None:
+            s[2].active = self._live()
 
     def before_epoch(self) -> None:
         """Draw this epoch's permutation."""

@@ -790,7 +790,10 @@ class InferenceLearner:
         self, items: Sequence[Any] | None = None, dl: Any = None, with_decoded: bool = False, bs: int = 64
     ) -> Any:
         """Return the activated predictions (and decoded ones) for `items` or a loader `dl`, in order."""
-        dl = dl if dl is not None else self.test_dl(items, bs=bs)
+        if dl is None:
+            if items is None:
+                raise ValueError("get_preds needs `items` or a loader `dl`; got neither.")
+            dl = self.test_dl(items, bs=bs)
         outs = []
         with torch.inference_mode():
             for b in dl:
@@ -917,6 +920,10 @@ def _check_sizes(tfms: Any, field: str, jfile: Path) -> None:
 
 def _check_desc(desc: dict, jfile: Path) -> None:
     """Check the fields load_learner relies on, before anything is built."""
+    m: Any  # untrusted JSON values, checked by `_need` before use
+    w: Any
+    loss: Any
+    vocab: Any
     m, w, loss, vocab = desc.get("model"), desc.get("weights"), desc.get("loss"), desc.get("vocab")
     _need(
         isinstance(m, dict) and m.get("kind") in ("vision", "class", "nn"),

@@ -30,8 +30,10 @@ class Interpretation:
     Args:
         learn: the learner (used for `dls.vocab`).
         dl: the loader the predictions come from (its dataset is indexed to reload inputs).
-        preds: activated predictions N x C. targs: targets (N class indices, or N x C one-hot).
-        decoded: decoded predictions (None: argmax, or > 0.5 for one-hot targets). losses: per-item losses.
+        preds: activated predictions N x C.
+        targs: targets (N class indices, or N x C one-hot).
+        decoded: decoded predictions (None: argmax, or > 0.5 for one-hot targets).
+        losses: per-item losses.
     """
 
     def __init__(self, learn: Any, dl: Any, preds: Any, targs: Any, decoded: Any, losses: Any):
@@ -92,6 +94,8 @@ class ClassificationInterpretation(Interpretation):
     '0'/'1', or 'not <label>'/'<label>' for a 1-entry vocab); its probabilities become `(n, 2)`
     `[1 - p, p]` and it is decoded with `p > 0.5`.
     """
+
+    decoded: torch.Tensor  # always decoded by `__init__`
 
     def __init__(self, learn: Any, dl: Any, preds: Any, targs: Any, decoded: Any, losses: Any):
         super().__init__(learn, dl, preds, targs, decoded, losses)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from fastcore.meta import delegates
 from torch import nn
 
 from . import checkpoint, distributed, inference, setup_checks, summary
@@ -77,19 +78,33 @@ class Learner(CallbackHost):
     Args:
         dls: `DataLoaders`, or any object with `.train`/`.valid` iterables of tuples; batches go to
             `dls.device` (else the model's) and split into `xb = b[:n_inp]`, `yb = b[n_inp:]` (n_inp 1).
-        model: any `nn.Module`. loss_func: any loss; None takes `dls.loss_func`.
+        model: any `nn.Module`.
+        loss_func: any loss; None takes `dls.loss_func`.
         opt_func: `Adam` (default), `SGD`, or any `torch.optim` class/factory, called `opt_func(groups, lr=lr)`.
-        lr: default learning rate (1e-3). splitter: `model -> parameter groups` (default: one group).
-        cbs: extra callbacks (a `Recorder`, `ProgressCallback`... replaces the default one). metrics: `Metric`s, classes, or functions (wrapped in `AvgMetric`).
-        path, model_dir: checkpoints go to `path/model_dir` (path defaults to `dls.path`, else '.').
-        wd: weight decay of every fit (None keeps the optimizer's, 0.01 for `Adam`); `wd_bn_bias`:
-            also decay norm-layer parameters and biases (False); `train_bn`: norm layers train in frozen
-            groups (True). moms: one-cycle momentum (0.95, 0.85, 0.95).
+        lr: default learning rate (1e-3).
+        splitter: `model -> parameter groups` (default: one group).
+        cbs: extra callbacks (a `Recorder`, `ProgressCallback`... replaces the default one).
+        metrics: `Metric`s, classes, or functions (wrapped in `AvgMetric`).
+        path: checkpoints go to `path/model_dir` (default `dls.path`, else '.').
+        model_dir: the checkpoint folder under `path` ('models').
+        wd: weight decay of every fit (None keeps the optimizer's, 0.01 for `Adam`).
+        wd_bn_bias: also decay norm-layer parameters and biases (False).
+        train_bn: norm layers train in frozen groups (True).
+        moms: one-cycle momentum (0.95, 0.85, 0.95).
         default_cbs: add `Recorder`, `ProgressCallback`, `TerminateOnNaNCallback` (`TrainEvalCallback`,
             which the loop needs, is always there).
     """
 
     unique_cbs = _UNIQUE_CBS
+    # the running pass and batch (None outside them)
+    dl: Any
+    n_iter: int | None
+    loss_grad: Any
+    # set by `vision_learner` (fastai's attributes); other learners have none of them
+    arch: str
+    normalize: bool
+    n_out: int
+    pretrained: bool
 
     def __init__(
         self,
@@ -207,23 +222,30 @@ class Learner(CallbackHost):
         p = next(self.model.parameters(), None)
         self._device = p.device if p is not None else (torch.device(dev) if dev is not None else None)
 
-    def create_opt(self) -> None:
+    def create_opt(self) -> torch.optim.Optimizer:
         """Build the optimizer: one logical group per splitter group, no weight decay on norm params and biases."""
         self.prepare_device()
         self.opt, self._groups, self._force_train = build_optimizer(
             self.model, self.splitter, self.opt_func, self.lr, self.wd_bn_bias, self.train_bn
         )
+        return self.opt
+
+    @property
+    def _opt(self) -> torch.optim.Optimizer:
+        """The optimizer, which `fit` builds before the first batch."""
+        if self.opt is None:
+            raise RuntimeError("The learner has no optimizer yet: call learn.create_opt() (fit does).")
+        return self.opt
 
     def freeze_to(self, n: int) -> None:
         """Freeze parameter groups `[:n]` (negative counts from the end); norm layers train if `train_bn`.
 
         Like fastai, this clears the optimizer state (Adam moments restart).
         """
-        if self.opt is None:
-            self.create_opt()
+        opt = self.opt if self.opt is not None else self.create_opt()
         freeze_groups(self._groups, n, self._force_train)
         self.frozen_idx = n if n >= 0 else max(len(self._groups) + n, 0)
-        self.opt.state.clear()
+        opt.state.clear()
 
     def freeze(self) -> None:
         """Freeze every parameter group but the last (the head); warns when there is only one group."""
@@ -330,7 +352,7 @@ class Learner(CallbackHost):
             return
         self._with_events(self._do_backward, "backward", CancelBackwardException)
         self._with_events(self._do_step, "step", CancelStepException)
-        self.opt.zero_grad(set_to_none=True)
+        self._opt.zero_grad(set_to_none=True)
 
     def _do_backward(self) -> None:
         loss = self.loss_grad if self.scaler is None else self.scaler.scale(self.loss_grad)
@@ -338,8 +360,9 @@ class Learner(CallbackHost):
 
     def _do_step(self) -> None:
         if self.scaler is None:
-            return self.opt.step()
-        self.scaler.step(self.opt)
+            self._opt.step()
+            return
+        self.scaler.step(self._opt)
         self.scaler.update()
 
     def evaluate(self, dl: Any, cbs: Any = None, run_mode: RunMode = RunMode.VALIDATE) -> list[Any] | None:
@@ -421,8 +444,8 @@ class Learner(CallbackHost):
                 self.prepare_device()
             wd = self.wd if wd is None else wd
             if wd is not None:
-                set_hyper(self.opt, "wd", wd)
-            set_hyper(self.opt, "lr", self.lr if lr is None else lr)
+                set_hyper(self._opt, "wd", wd)
+            set_hyper(self._opt, "lr", self.lr if lr is None else lr)
             self.n_epoch, self._start_epoch = n_epoch, start_epoch
             self._run(self._do_fit)
 
@@ -475,6 +498,7 @@ class Learner(CallbackHost):
         """Train with cosine annealing and warm restarts (cycle i lasts `cycle_len * cycle_mult**i` epochs)."""
         schedule.fit_sgdr(self, n_cycles, cycle_len, lr_max, cycle_mult, cbs, reset_opt, wd, start_epoch)
 
+    @delegates(fit_one_cycle, but=["lr_max", "pct_start", "div"])
     def fine_tune(
         self,
         epochs: int,

@@ -68,7 +68,7 @@ class BaseLoss(nn.Module):
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        self.func = loss_cls(*args, **kwargs)
+        self.func: Any = loss_cls(*args, **kwargs)
         self.axis, self.flatten, self.floatify, self.is_2d = axis, flatten, floatify, is_2d
 
     def __repr__(self) -> str:
@@ -248,6 +248,7 @@ class FocalLoss(nn.Module):
     """
 
     y_int = True
+    weight: Tensor | None  # a registered buffer
 
     def __init__(self, gamma: float = 2.0, weight: Tensor | None = None, reduction: str = "mean") -> None:
         super().__init__()
@@ -298,6 +299,7 @@ class LabelSmoothingCrossEntropy(nn.Module):
     """
 
     y_int = True
+    weight: Tensor | None  # a registered buffer
 
     def __init__(self, eps: float = 0.1, weight: Tensor | None = None, reduction: str = "mean") -> None:
         super().__init__()

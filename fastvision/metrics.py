@@ -209,7 +209,8 @@ class AccumMetric(Metric):
         """`func` on all stored predictions and targets (a Python float when it returns a scalar)."""
         if not self.preds:
             return None
-        preds, targs = torch.cat(self.preds), torch.cat(self.targs)
+        preds: Any = torch.cat(self.preds)
+        targs: Any = torch.cat(self.targs)
         if self.to_np:
             preds, targs = preds.cpu().numpy(), targs.cpu().numpy()
         out = (

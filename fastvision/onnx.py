@@ -63,9 +63,13 @@ class DeploymentModel(nn.Module):
     Args:
         model: the trained network (not changed).
         div: divisor of integer pixels (255.0 for images), or None when the input is already float.
-        mean, std: per-channel statistics (broadcastable to B x C x H x W), or None for no normalisation.
+        mean: per-channel means (broadcastable to B x C x H x W), or None for no normalisation.
+        std: per-channel standard deviations, like `mean`.
         activation: 'softmax', 'sigmoid' or 'none' (raw model outputs).
     """
+
+    mean: torch.Tensor | None  # registered buffers, both set or both None
+    std: torch.Tensor | None
 
     def __init__(
         self,
@@ -88,7 +92,7 @@ class DeploymentModel(nn.Module):
         """Convert, normalise, run the model and activate its output."""
         if self.div is not None:
             x = x.float() / self.div
-        if self.mean is not None:
+        if self.mean is not None and self.std is not None:
             x = (x - self.mean) / self.std
         out = self.model(x)
         if self.activation == "softmax":
@@ -143,7 +147,7 @@ def _example(shape: Sequence[int], dtype: torch.dtype, n: int) -> torch.Tensor:
 def _to_proto(wrapped: nn.Module, x: torch.Tensor, opset: int | None, dynamo: bool) -> Any:
     """Trace `wrapped` on `x` into an ONNX ModelProto whose input and output have a dynamic batch axis."""
     onnx = _require("onnx")
-    names = dict(input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT])
+    names: dict[str, Any] = dict(input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT])
     if dynamo:
         _require("onnxscript", "ONNX export with dynamo=True")
         batch = torch.export.Dim("batch")
@@ -156,7 +160,7 @@ def _to_proto(wrapped: nn.Module, x: torch.Tensor, opset: int | None, dynamo: bo
             verbose=False,
             **names,
         )
-        return prog.model_proto
+        return prog.model_proto  # type: ignore[union-attr]  # torch's stub: None only for dynamo=False
     if "dynamo" in inspect.signature(torch.onnx.export).parameters:  # torch >= 2.5 (2.9+ defaults to True)
         names["dynamo"] = False
     buf = io.BytesIO()
@@ -166,7 +170,15 @@ def _to_proto(wrapped: nn.Module, x: torch.Tensor, opset: int | None, dynamo: bo
         warnings.filterwarnings("ignore", ".*legacy TorchScript-based ONNX export", DeprecationWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
         dynamic = {ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}}
-        torch.onnx.export(wrapped, (x,), buf, dynamic_axes=dynamic, opset_version=opset or 17, **names)
+        # torch's stub says `f: str | PathLike | None`; the TorchScript exporter also writes to a file object
+        torch.onnx.export(
+            wrapped,
+            (x,),
+            buf,  # type: ignore[arg-type]
+            dynamic_axes=dynamic,
+            opset_version=opset or 17,
+            **names,
+        )
     return onnx.load_from_string(buf.getvalue())
 
 
@@ -210,7 +222,10 @@ def write_onnx(
 
     Args:
         input_shape: `(C, H, W)`, the model's input without the batch axis.
-        div, mean, std, activation: the preprocessing and activation baked in (see `DeploymentModel`).
+        div: the pixel divisor baked in (see `DeploymentModel`).
+        mean: the normalisation means baked in (see `DeploymentModel`).
+        std: the normalisation standard deviations baked in (see `DeploymentModel`).
+        activation: the activation baked in (see `DeploymentModel`).
         metadata: JSON data stored under the 'fastvision' key of the file's `metadata_props`, besides
             the input and output description (None).
         opset: the ONNX opset (None: 17 with the TorchScript exporter, 18 with dynamo).

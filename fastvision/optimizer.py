@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import numpy as np
@@ -69,7 +70,8 @@ def Adam(  # noqa: N802 - fastai's public name
     Args:
         params: parameters or parameter-group dicts.
         lr: learning rate (1e-3).
-        mom, sqr_mom: the betas (0.9, 0.99); the one-cycle schedule drives `mom`.
+        mom: the first beta (0.9); the one-cycle schedule drives it.
+        sqr_mom: the second beta (0.99).
         eps: 1e-5 (fastai's default, not torch's 1e-8).
         wd: weight decay 0.01, decoupled (`p *= 1 - lr*wd`) unless `decouple_wd=False`.
     """
@@ -256,7 +258,7 @@ def build_optimizer(
 
 
 def freeze_groups(
-    groups: Sequence[Sequence[nn.Parameter]], n: int, force_train: set[int] = frozenset()
+    groups: Sequence[Sequence[nn.Parameter]], n: int, force_train: AbstractSet[int] = frozenset()
 ) -> None:
     """Set `requires_grad=False` on groups `[:n]` (negative counts from the end) except `force_train` ids; True elsewhere."""
     g = len(groups)

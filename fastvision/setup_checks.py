@@ -180,7 +180,7 @@ def warn_model_loss_mismatch(dls: Any, model: nn.Module, loss_func: Any) -> None
         n_classes = len(vocab) if vocab is not None else None
     except TypeError:
         n_classes = None
-    if n_classes == 1 and _is_cross_entropy(loss_func):
+    if n_classes == 1 and vocab is not None and _is_cross_entropy(loss_func):
         warnings.warn(
             f"dls.vocab has a single class ({list(vocab)!r}): every prediction is that class and the loss "
             "trains to 0 without learning anything. Check the labelling function (all items got the same "

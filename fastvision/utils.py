@@ -8,7 +8,7 @@ import difflib
 import inspect
 import random
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -77,7 +77,7 @@ def unwrap_model(model: nn.Module) -> nn.Module:
         elif type(model).__name__ == "OptimizedModule" and isinstance(
             getattr(model, "_orig_mod", None), nn.Module
         ):
-            model = model._orig_mod
+            model = cast(nn.Module, model._orig_mod)
         else:
             return model
 
@@ -87,7 +87,7 @@ def get_rng_states() -> dict[str, Any]:
 
     The result can be saved with `torch.save` and read back with `weights_only=True`.
     """
-    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    _, keys, pos, has_gauss, gauss = cast(tuple, np.random.get_state())  # legacy=True: the 5-tuple
     state = {
         "torch": torch.get_rng_state(),
         "random": random.getstate(),

@@ -185,8 +185,17 @@ def test_unpicklable_transform_under_spawn_says_how_to_fix():
 @pytest.mark.parametrize("nw", [0, 2])
 def test_seeded_loaders_reproduce_order_and_augmentation(nw):
     def run(seed):
-        dl = DataLoader(IndexDS(12), bs=4, shuffle=True, num_workers=nw, after_item=[Jitter()],
-                        after_batch=[Jitter()], split_idx=0, seed=seed, device="cpu")  # fmt: skip
+        dl = DataLoader(
+            IndexDS(12),
+            bs=4,
+            shuffle=True,
+            num_workers=nw,
+            after_item=[Jitter()],
+            after_batch=[Jitter()],
+            split_idx=0,
+            seed=seed,
+            device="cpu",
+        )
         return epoch(dl) + epoch(dl)
 
     a, b, c = run(1), run(1), run(2)

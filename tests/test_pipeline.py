@@ -109,10 +109,18 @@ def test_skip_through_datablock_and_image_dataloaders(bad_pets, nw):
             bad_pets, bs=4, num_workers=nw, on_bad_image="skip", device="cpu"
         ),
         lambda: ImageDataLoaders.from_name_re(
-            bad_pets, get_image_files(bad_pets), PAT, valid_pct=0.5, seed=0, item_tfms=Resize(16), bs=4,
-            num_workers=nw, on_bad_image="skip", device="cpu",
+            bad_pets,
+            get_image_files(bad_pets),
+            PAT,
+            valid_pct=0.5,
+            seed=0,
+            item_tfms=Resize(16),
+            bs=4,
+            num_workers=nw,
+            on_bad_image="skip",
+            device="cpu",
         ),
-    ]  # fmt: skip
+    ]
     for make in makers:
         dls = make()
         with warnings.catch_warnings(record=True) as w:

@@ -22,9 +22,12 @@ timm = pytest.importorskip("timm")
 
 def make_dls(folder, size=32, bs=4):
     dblock = DataBlock(
-        blocks=(ImageBlock, CategoryBlock), get_items=get_image_files, get_y=parent_label,
-        splitter=RandomSplitter(seed=0), item_tfms=Resize(size),
-    )  # fmt: skip
+        blocks=(ImageBlock, CategoryBlock),
+        get_items=get_image_files,
+        get_y=parent_label,
+        splitter=RandomSplitter(seed=0),
+        item_tfms=Resize(size),
+    )
     return dblock.dataloaders(folder, bs=bs, num_workers=0, path=folder)
 
 

@@ -477,7 +477,8 @@ class CallbackHost:
         """Fire `event` on every callback implementing it."""
         cbs = self._event_cbs.get(event)
         if cbs is None:
-            self._check_event(event)
+            self._check_event(event)  # raises: not an event
+            return
         for cb in cbs:
             try:
                 cb(event)

@@ -44,18 +44,19 @@ class _MixedLoss:
 
     def __call__(self, pred: Any, *yb: Any) -> Tensor:
         h = self.handler
-        if not h.mixing_loss():
+        lam = h.lam
+        if not h.mixing_loss() or lam is None:  # mixing_loss() is False without lam
             return self.loss_func(pred, *yb)
         with unreduced(self.loss_func) as per_item:
             own, partner = per_item(pred, *yb), per_item(pred, *h.yb_partner)
-        bs = h.lam.shape[0]
+        bs = lam.shape[0]
         if own.ndim == 0 or own.numel() % bs:
             raise ValueError(
                 f"MixUp/CutMix: the unreduced loss has shape {tuple(own.shape)}, expected one loss per item "
                 f"(or per element of each item) for a batch of {bs}. Use a loss with reduction='none' support."
             )
         flat = (own.reshape(bs, -1), partner.reshape(bs, -1))
-        mixed = torch.lerp(flat[1], flat[0], h.lam.to(flat[0].dtype)[:, None])
+        mixed = torch.lerp(flat[1], flat[0], lam.to(flat[0].dtype)[:, None])
         return reduce_loss(mixed.reshape(own.shape), getattr(self.loss_func, "reduction", "mean"))
 
     def __getattr__(self, name: str) -> Any:  # activation, decodes, y_int, reduction... of the wrapped loss
@@ -115,6 +116,9 @@ class MixHandler(Callback):
         self.perm = torch.randperm(bs).to(learn.xb[0].device)
         xb = tuple(self._check_float(x) for x in learn.xb)
         learn.xb = self.mix_inputs(xb)  # sets self.lam
+        lam = self.lam
+        if lam is None:
+            raise RuntimeError(f"{type(self).__name__}.mix_inputs must set self.lam (one weight per item).")
         yb = learn.yb
         lf = self._old_lf if self._old_lf is not None else learn.loss_func
         y_int = getattr(lf, "y_int", None)
@@ -126,7 +130,7 @@ class MixHandler(Callback):
         else:
             self.yb_partner = ()
             learn.yb = tuple(
-                torch.lerp(y[self.perm], y, _per_item(self.lam, y)) if _is_float(y) else y for y in yb
+                torch.lerp(y[self.perm], y, _per_item(lam, y)) if _is_float(y) else y for y in yb
             )
 
     def mixing_loss(self) -> bool:

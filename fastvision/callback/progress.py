@@ -48,6 +48,8 @@ class ProgressCallback(Callback):
     """
 
     order = 60
+    mbar: Any  # the fastprogress master bar during a fit, or None
+    pbar: Any  # the fastprogress bar of the current pass, or None
 
     def __init__(self, mode: str = "auto", show_every: int = 1) -> None:
         if mode not in ("auto", "bar", "plain"):

@@ -50,7 +50,8 @@ class _SmoothLoss:
         self.reset()
 
     def reset(self) -> None:
-        self.count, self._debiased = 0, None
+        self.count = 0
+        self._debiased: torch.Tensor | None = None
 
     def accumulate(self, learn: Any) -> None:
         loss = _scalar_loss(learn.loss)
@@ -86,7 +87,8 @@ class _AvgLoss:
     name = "loss"
 
     def reset(self) -> None:
-        self.total, self.count = 0.0, 0
+        self.total: float | torch.Tensor = 0.0
+        self.count = 0
 
     def accumulate(self, learn: Any) -> None:
         bs = _batch_size(learn)
@@ -315,7 +317,8 @@ class Recorder(Callback):
         grid cells are removed). Epochs whose value is missing (a cancelled validation) or not a number are left out.
 
         Args:
-            nrows, ncols: the grid (default: 2 columns, or fewer when there are fewer plots).
+            nrows: rows of the grid (default: as many as the plots need).
+            ncols: columns of the grid (default: 2, or fewer when there are fewer plots).
             figsize: the figure size (default: 4 x 3 inches per axes).
         """
         import matplotlib.pyplot as plt

@@ -25,7 +25,7 @@ import contextlib
 import re
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -54,7 +54,7 @@ def training_state(learn: Any) -> dict[str, Any]:
         "format": RESUME_FORMAT,
         "model": unwrap_model(learn.model).state_dict(),
         "opt": learn.opt.state_dict(),
-        "scaler": scaler.state_dict() if hasattr(scaler, "state_dict") else None,
+        "scaler": scaler.state_dict() if scaler is not None and hasattr(scaler, "state_dict") else None,
         "loop": {
             "epoch": learn.epoch,
             "iter": learn.iter + 1,
@@ -164,7 +164,7 @@ class ResumeFrom(Callback):
 
     order = 66
 
-    def __init__(self, file: str | Path | bool = True) -> None:
+    def __init__(self, file: str | Path | Literal[True] = True) -> None:
         self.file = file
 
     def _candidates(self) -> list[Path]:
@@ -253,7 +253,7 @@ class ResumeFrom(Callback):
         set_rng_states(state["rng"])
 
 
-def _load_each(learn: Any, kind: type, states: list[dict[str, Any]]) -> None:
+def _load_each(learn: Any, kind: type[Any], states: list[dict[str, Any]]) -> None:
     """Load `states` into the learner's callbacks of class `kind`, in their order."""
     for cb, s in zip([c for c in learn.cbs if isinstance(c, kind)], states):
         cb.load_state_dict(s)

@@ -15,7 +15,7 @@ import warnings
 from collections import namedtuple
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -214,7 +214,8 @@ class LRFinder(ParamScheduler):
     later `fit`. Nothing is written to disk.
 
     Args:
-        start_lr, end_lr: range (1e-7 to 10; lists give per-group ranges).
+        start_lr: start of the range (1e-7; a list gives per-group values).
+        end_lr: end of the range (10; a list gives per-group values).
         num_it: number of batches (at least 6).
         stop_div: stop when the smoothed loss exceeds 4x the best one, or is not finite.
     """
@@ -237,7 +238,9 @@ class LRFinder(ParamScheduler):
         self._saved = {
             "model": _snapshot(learn.model.state_dict()),
             "opt": _snapshot(learn.opt.state_dict()),
-            "scaler": (scaler, _snapshot(scaler.state_dict())) if hasattr(scaler, "state_dict") else None,
+            "scaler": (scaler, _snapshot(scaler.state_dict()))
+            if scaler is not None and hasattr(scaler, "state_dict")
+            else None,
             "loaders": _loader_states(learn),
             "rng": get_rng_states(),
         }
@@ -373,7 +376,8 @@ def slide(
 
 def SuggestedLRs(names: Sequence[str], values: Sequence[float]) -> tuple:  # noqa: N802
     """Return a namedtuple `SuggestedLRs` with one field per suggestion function name."""
-    return namedtuple("SuggestedLRs", list(names))(*values)
+    cls = cast(Any, namedtuple("SuggestedLRs", list(names)))  # field names known only at run time
+    return cls(*values)
 
 
 def suggest(
@@ -437,9 +441,18 @@ def _fit_scheduled(
 
 
 def fit_one_cycle(
-    learn: Any, n_epoch: int, lr_max: Any, div: float, div_final: float, pct_start: float, wd: float | None,
-    moms: Sequence[float] | None, cbs: Any, reset_opt: bool, start_epoch: int,
-) -> None:  # fmt: skip
+    learn: Any,
+    n_epoch: int,
+    lr_max: Any,
+    div: float,
+    div_final: float,
+    pct_start: float,
+    wd: float | None,
+    moms: Sequence[float] | None,
+    cbs: Any,
+    reset_opt: bool,
+    start_epoch: int,
+) -> None:
     """Fit with the 1cycle policy: lr cosine up from `lr_max/div` then down to `lr_max/div_final`, moms inverse."""
     lr_max = _set_lrs(learn, lr_max)
     moms = learn.moms if moms is None else moms
@@ -451,9 +464,16 @@ def fit_one_cycle(
 
 
 def fit_flat_cos(
-    learn: Any, n_epoch: int, lr: Any, div_final: float, pct_start: float, wd: float | None, cbs: Any,
-    reset_opt: bool, start_epoch: int,
-) -> None:  # fmt: skip
+    learn: Any,
+    n_epoch: int,
+    lr: Any,
+    div_final: float,
+    pct_start: float,
+    wd: float | None,
+    cbs: Any,
+    reset_opt: bool,
+    start_epoch: int,
+) -> None:
     """Fit at a flat lr for `pct_start` of the batches, then cosine-anneal to `lr/div_final`."""
     lr = _set_lrs(learn, lr, "lr")
     _fit_scheduled(
@@ -468,9 +488,16 @@ def fit_flat_cos(
 
 
 def fit_sgdr(
-    learn: Any, n_cycles: int, cycle_len: int, lr_max: Any, cycle_mult: int, cbs: Any, reset_opt: bool,
-    wd: float | None, start_epoch: int,
-) -> None:  # fmt: skip
+    learn: Any,
+    n_cycles: int,
+    cycle_len: int,
+    lr_max: Any,
+    cycle_mult: int,
+    cbs: Any,
+    reset_opt: bool,
+    wd: float | None,
+    start_epoch: int,
+) -> None:
     """Fit with cosine annealing warm restarts: `n_cycles` cycles, the first `cycle_len` epochs, each `cycle_mult` x longer."""
     lr_max = _set_lrs(learn, lr_max)
     lens = [cycle_len * cycle_mult**i for i in range(n_cycles)]
@@ -480,9 +507,15 @@ def fit_sgdr(
 
 
 def fine_tune(
-    learn: Any, epochs: int, base_lr: float, freeze_epochs: int, lr_mult: float, pct_start: float, div: float,
+    learn: Any,
+    epochs: int,
+    base_lr: float,
+    freeze_epochs: int,
+    lr_mult: float,
+    pct_start: float,
+    div: float,
     **kwargs: Any,
-) -> None:  # fmt: skip
+) -> None:
     """Fine-tune a pretrained model: train the head frozen, then everything with discriminative lrs."""
     check_lr(base_lr, "base_lr")
     check_n_epoch(epochs, "epochs")

@@ -212,7 +212,7 @@ class TrackerCallback(Callback):
         if value is None:
             return
         value = float(value)
-        if self.comp(value - self.min_delta, self.best):
+        if self.best is None or self.comp(value - self.min_delta, self.best):  # None: before_fit not run
             self.best, self.best_epoch, self.new_best = value, self.learn.epoch, True
 
     def after_fit(self) -> None:

@@ -46,7 +46,7 @@ def predict(args: argparse.Namespace) -> None:
         results = learn.predict(list(args.images))
     except ImageLoadError as e:
         raise CLIError(str(e)) from e
-    rows = []
+    rows: list[dict[str, Any]] = []
     for path, (label, _idx, probs) in zip(args.images, results):
         top = probs.topk(min(args.topk, len(probs)))
         rows.append(

@@ -91,17 +91,22 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
         "--labels",
         default="parent",
         help="'parent' (label = parent folder), 're:PATTERN' (regex on the file name, group 1), "
-        "or 'csv:FILE' (columns fname,label[,is_valid]) (default: parent)",
+        "or 'csv:FILE' (columns fname,label[,is_valid]) (default: %(default)s)",
     )
     p.add_argument(
-        "--valid-pct", type=_fraction, default=0.2, help="random validation share, in (0, 1) (default: 0.2)"
+        "--valid-pct",
+        type=_fraction,
+        default=0.2,
+        help="random validation share, in (0, 1) (default: %(default)s)",
     )
-    p.add_argument("--seed", type=int, default=42, help="seed of the split and the run (default: 42)")
-    p.add_argument("--size", type=_positive_int, default=224, help="model input size (default: 224)")
+    p.add_argument(
+        "--seed", type=int, default=42, help="seed of the split and the run (default: %(default)s)"
+    )
+    p.add_argument("--size", type=_positive_int, default=224, help="model input size (default: %(default)s)")
     p.add_argument(
         "--presize", type=_positive_int, default=None, help="item Resize size (default: size * 460/224)"
     )
-    p.add_argument("--bs", type=_positive_int, default=64, help="batch size (default: 64)")
+    p.add_argument("--bs", type=_positive_int, default=64, help="batch size (default: %(default)s)")
     p.add_argument(
         "--num-workers", type=_workers, default=None, help="loader worker processes (default: from CPUs)"
     )
@@ -125,14 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train an image classifier on a folder")
     _add_data_args(t)
-    t.add_argument("--arch", default="resnet34", help="architecture name (default: resnet34)")
+    t.add_argument("--arch", default="resnet34", help="architecture name (default: %(default)s)")
     t.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True)
-    t.add_argument("--epochs", type=_positive_int, default=4, help="epochs after the frozen one (default: 4)")
+    t.add_argument(
+        "--epochs", type=_positive_int, default=4, help="epochs after the frozen one (default: %(default)s)"
+    )
     t.add_argument(
         "--lr", type=_lr, default="find", help="learning rate, or 'find' to use lr_find's valley (default)"
     )
     t.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32")
-    t.add_argument("--out", default="out/train", help="output folder (default: out/train)")
+    t.add_argument("--out", default="out/train", help="output folder (default: %(default)s)")
     t.add_argument("--nproc", type=_positive_int, default=1, help="processes for DDP training via torchrun")
     t.add_argument(
         "--resume",
@@ -144,20 +151,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(f)
     f.add_argument("--arch", default="resnet34")
     f.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True)
-    f.add_argument("--out", default="out/lr_find.png", help="plot file (default: out/lr_find.png)")
+    f.add_argument("--out", default="out/lr_find.png", help="plot file (default: %(default)s)")
 
     pr = sub.add_parser("predict", help="predict images with an exported model")
     pr.add_argument("model", help="exported model (the .json or .safetensors written by export)")
     pr.add_argument("images", nargs="+", help="image files")
     pr.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    pr.add_argument("--topk", type=_positive_int, default=3, help="classes to show per image (default: 3)")
+    pr.add_argument(
+        "--topk", type=_positive_int, default=3, help="classes to show per image (default: %(default)s)"
+    )
     _add_trust_module(pr)
 
     it = sub.add_parser("interpret", help="confusion matrix and most-confused pairs of an exported model")
     _add_data_args(it)
     it.add_argument("--model", required=True, help="exported model")
-    it.add_argument("--out", default="out/interpret", help="output folder (default: out/interpret)")
-    it.add_argument("--min-val", type=_positive_int, default=1, help="smallest count listed (default: 1)")
+    it.add_argument("--out", default="out/interpret", help="output folder (default: %(default)s)")
+    it.add_argument(
+        "--min-val", type=_positive_int, default=1, help="smallest count listed (default: %(default)s)"
+    )
     _add_trust_module(it)
 
     ox = sub.add_parser("export-onnx", help="convert an exported model to ONNX (needs fastvision[onnx])")
@@ -195,8 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--budget", type=float, default=540.0, help="training time budget in seconds (default: 540)"
     )
-    d.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
-    d.add_argument("--bs", type=_positive_int, default=256, help="batch size (default: 256)")
+    d.add_argument("--out", default="out/demo", help="output folder (default: %(default)s)")
+    d.add_argument("--bs", type=_positive_int, default=256, help="batch size (default: %(default)s)")
     d.add_argument("--quick", action="store_true", help="a small subset and one epoch, for smoke tests")
     d.add_argument("--seed", type=int, default=42)
 
@@ -204,12 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
         "make-fashion-pets", help="build an Oxford-Pets-shaped JPEG folder from the real Fashion-MNIST"
     )
     fp.add_argument("out", help="folder to create")
-    fp.add_argument("--n", type=_positive_int, default=7390, help="number of images (default: 7390)")
-    fp.add_argument("--seed", type=int, default=42, help="seed of the picks, sizes and tints (default: 42)")
+    fp.add_argument("--n", type=_positive_int, default=7390, help="number of images (default: %(default)s)")
+    fp.add_argument(
+        "--seed", type=int, default=42, help="seed of the picks, sizes and tints (default: %(default)s)"
+    )
     fp.add_argument(
         "--src", default=None, help="folder with the four IDX files (default: Debian's, or the cache)"
     )
     fp.add_argument(
-        "--split", choices=["train", "test"], default="train", help="Fashion-MNIST split (default: train)"
+        "--split",
+        choices=["train", "test"],
+        default="train",
+        help="Fashion-MNIST split (default: %(default)s)",
     )
     return ap

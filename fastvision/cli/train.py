@@ -171,7 +171,7 @@ def train(args: argparse.Namespace) -> None:
             continue
         if prepare is not None:
             prepare()
-        cbs = [ResumableCheckpoint(every_n_iters=every, fname=f"stage{s}", keep_last=2)]
+        cbs: list[Any] = [ResumableCheckpoint(every_n_iters=every, fname=f"stage{s}", keep_last=2)]
         if s == start and ckpt is not None:
             cbs.append(ResumeFrom(ckpt))
         learn.fit_one_cycle(n_epoch, cbs=cbs, **kw)

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from fastcore.meta import delegates
+
 from ..transform import Pipeline, ToTensor, Transform
 from ..utils import listify
 from .category import (
@@ -32,6 +34,7 @@ from .category import (
 )
 from .datasets import Datasets, _name, in_worker, noop
 from .items import RandomSplitter
+from .load import DataLoaders
 
 __all__ = [
     "TransformBlock", "CategoryMap", "Categorize",
@@ -61,13 +64,20 @@ def _loader_decoders(type_tfms: list[list], item_tfms: list, on_device: bool = F
     return out
 
 
+def _copy_with(t: Transform, **attrs: Any) -> Transform:
+    """A shallow copy of `t` with `attrs` set."""
+    t = copy.copy(t)
+    for k, v in attrs.items():
+        setattr(t, k, v)
+    return t
+
+
 def _lazy_resizes(item_tfms: list) -> list:
     """Copies of the item resizes with `lazy=True`: the batch stage resamples them (on the device)."""
     out = []
     for t in item_tfms:
-        if hasattr(t, "lazy") and isinstance(t, Transform) and not t.lazy:
-            t = copy.copy(t)
-            t.lazy, t.to_tensor = True, False
+        if isinstance(t, Transform) and hasattr(t, "lazy") and not t.lazy:
+            t = _copy_with(t, lazy=True, to_tensor=False)
         out.append(t)
     return out
 
@@ -78,7 +88,8 @@ class TransformBlock:
 
     Args:
         type_tfms: turn the getter's output into a sample element (e.g. `PILImage.create`, `Categorize`).
-        item_tfms, batch_tfms: default item / batch transforms merged into the DataBlock's.
+        item_tfms: default item transforms merged into the DataBlock's.
+        batch_tfms: default batch transforms merged into the DataBlock's.
         dl_type: a DataLoader class for this kind of data (the last block's wins).
         dls_kwargs: extra keyword arguments for `dataloaders`.
     """
@@ -158,11 +169,9 @@ def _set_lazy(item_tfms: list, batch_tfms: list) -> list:
         only_to_tensor = all(isinstance(u, ToTensor) for u in later)
         safe = all(isinstance(u, ToTensor) or getattr(u, "accepts_pending", False) for u in later)
         if hasattr(t, "lazy") and isinstance(t, Transform) and resampled and safe:
-            t = copy.copy(t)
-            t.lazy = True
+            t = _copy_with(t, lazy=True)
         elif hasattr(t, "to_tensor") and isinstance(t, Transform) and only_to_tensor and later:
-            t = copy.copy(t)
-            t.to_tensor = True
+            t = _copy_with(t, to_tensor=True)
         out.append(t)
     return out
 
@@ -187,10 +196,12 @@ class DataBlock:
         dl_type: DataLoader class (default: the last block's).
         getters: one getter per block (default identity); `get_x` / `get_y` replace the input / target ones.
         n_inp: number of inputs (default all blocks but the last).
-        item_tfms, batch_tfms: merged with the blocks' defaults, de-duplicated by class (the last wins).
+        item_tfms: item transforms, merged with the blocks' defaults, de-duplicated by class (the last wins).
+        batch_tfms: batch transforms, merged like `item_tfms`.
         get_items: `source -> items` (default: the source is the items).
         splitter: `items -> (train_idxs, valid_idxs)` (default `RandomSplitter()`).
-        get_x, get_y: getters of the inputs / targets (one function per block, or a `Pipeline`).
+        get_x: getter of the inputs (one function per input block, or a `Pipeline`).
+        get_y: getter of the targets (one function per target block, or a `Pipeline`).
     """
 
     get_items = splitter = get_x = get_y = None  # also overridable as methods of a subclass
@@ -312,6 +323,7 @@ class DataBlock:
                 "or a splitter that returns validation items (e.g. GrandparentSplitter's valid_name must match a folder)."
             )
 
+    @delegates(DataLoaders.from_datasets, keep=True, but=["after_item", "after_batch"])
     def dataloaders(
         self,
         source: Any,
@@ -333,8 +345,6 @@ class DataBlock:
             **kwargs: for `DataLoaders.from_datasets` (bs, val_bs, shuffle, num_workers, device,
                 on_bad_image, cache, seed, drop_last) with its defaults.
         """
-        from .load import DataLoaders
-
         dsets = self._datasets(source, verbose, fast_decode=True, on_device=decode_on_device)
         kw = {**self.dls_kwargs, **kwargs}
         item_tfms = _lazy_resizes(self.item_tfms) if decode_on_device else self.item_tfms

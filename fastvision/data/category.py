@@ -30,9 +30,10 @@ class CategoryMap(list):
 
     def __init__(self, col: Iterable[Any], sort: bool = True, add_na: bool = False, strict: bool = False):
         if getattr(getattr(col, "dtype", None), "name", None) == "category":
-            items = list(col.cat.categories)
+            series: Any = col  # a pandas Categorical Series
+            items = list(series.cat.categories)
             if strict:
-                present = set(col.dropna().unique())
+                present = set(series.dropna().unique())
                 items = [o for o in items if o in present]
         else:
             items = list(dict.fromkeys(o for o in col if o == o))  # unique, first-seen order, NaN dropped
@@ -41,7 +42,8 @@ class CategoryMap(list):
         if add_na:
             items = ["#na#"] + [o for o in items if o != "#na#"]
         super().__init__(items)
-        self.sort, self.add_na, self.strict = sort, add_na, strict
+        # fastai's attribute names; `sort` shadows `list.sort` on the instance
+        self.sort, self.add_na, self.strict = sort, add_na, strict  # type: ignore[method-assign, assignment]
         self.o2i: dict[Any, int] = {o: i for i, o in enumerate(items)}
 
     @property
@@ -71,7 +73,8 @@ class Categorize(Transform):
 
     Args:
         vocab: fixed labels (default None: built by `setup` from the training labels).
-        sort: sort the vocab (default True). add_na: reserve index 0 for unknown labels (default False).
+        sort: sort the vocab (default True).
+        add_na: reserve index 0 for unknown labels (default False).
     """
 
     order = 1
@@ -138,8 +141,14 @@ class MultiCategorize(Categorize):
 
         return BCEWithLogitsLossFlat()
 
-    def encodes(self, x: Any, split_idx: int | None = None) -> torch.Tensor:
+    def encodes(  # type: ignore[override]  # one-hot vectors, where `Categorize` gives indices
+        self, x: Any, split_idx: int | None = None
+    ) -> torch.Tensor:
         """Return the one-hot float vector of the label list `x`."""
+        if self.vocab is None:
+            raise RuntimeError(
+                "MultiCategorize has no vocab: call setup(training_label_lists) or pass vocab=."
+            )
         labels = _labels(x)
         missing = [o for o in labels if o not in self.vocab.o2i]
         if missing and not self.add_na:
@@ -169,7 +178,9 @@ class EncodedMultiCategorize(MultiCategorize):
         super().__init__(vocab=list(vocab))
         self.vocab = CategoryMap(list(vocab), sort=False)
 
-    def encodes(self, x: Any, split_idx: int | None = None) -> torch.Tensor:
+    def encodes(  # type: ignore[override]  # one-hot vectors, where `Categorize` gives indices
+        self, x: Any, split_idx: int | None = None
+    ) -> torch.Tensor:
         """Return `x` as a float tensor."""
         return torch.as_tensor(x, dtype=torch.float32)
 

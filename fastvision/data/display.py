@@ -23,7 +23,7 @@ def register_grid(fn: Callable[..., Figure]) -> None:
     _GRID[:] = [fn]
 
 
-def show_grid(items: Sequence[Any], titles: Sequence[str] | None = None, **kwargs: Any) -> Figure:
+def show_grid(items: Sequence[Any], titles: Sequence[str | None] | None = None, **kwargs: Any) -> Figure:
     """Draw `items` with the registered grid (images: `vision.show.show_images`) and return the figure."""
     if not _GRID:
         raise RuntimeError(

@@ -49,7 +49,7 @@ def _photo(digit: np.ndarray, rng: np.random.Generator):
     from PIL import Image
 
     w, h = int(rng.integers(250, 501)), int(rng.integers(250, 501))
-    g = np.asarray(Image.fromarray(digit).resize((w, h), Image.BICUBIC), np.float32) / 255.0
+    g = np.asarray(Image.fromarray(digit).resize((w, h), Image.Resampling.BICUBIC), np.float32) / 255.0
     fg, bg = rng.uniform(0.5, 1.0, 3), rng.uniform(0.0, 0.5, 3)
     rgb = bg[None, None] * (1 - g[..., None]) + fg[None, None] * g[..., None]
     rgb += rng.normal(0, 0.03, rgb.shape)

@@ -29,6 +29,9 @@ PathLike = str | Path
 Names = str | Iterable[str] | None  # one name or several
 Split = tuple[list[int], list[int]]
 
+# fastai's validation share, the default of every random or end split (and of `ImageDataLoaders.from_*`).
+VALID_PCT = 0.2
+
 __all__ = [
     "image_extensions", "get_files", "get_image_files", "FileGetter", "ImageGetter",
     "LabelError", "label_error_context", "parent_label", "RegexLabeller", "UsingAttr", "using_attr",
@@ -106,7 +109,8 @@ def get_files(
     folders = [str(f) for f in listify(folders)]
     res: list[Path] = []
     if recurse:
-        top, real_of = str(path), {}
+        top = str(path)
+        real_of: dict[str, str] = {}
         for i, (p, d, f) in enumerate(os.walk(top, followlinks=followlinks)):
             if followlinks and i > 0 and _is_loop(p, top, real_of):
                 d[:] = []
@@ -259,8 +263,10 @@ def _get_field(o: Any, col: int | str, who: str) -> Any:
             return getattr(o, col)
         return o[col]
     except (KeyError, IndexError, AttributeError, TypeError) as e:
-        have = list(o._fields) if hasattr(o, "_fields") else list(o.keys()) if hasattr(o, "keys") else None
-        have = have if have is not None else f"positions 0..{len(o) - 1}" if hasattr(o, "__len__") else "none"
+        names = list(o._fields) if hasattr(o, "_fields") else list(o.keys()) if hasattr(o, "keys") else None
+        have = (
+            names if names is not None else f"positions 0..{len(o) - 1}" if hasattr(o, "__len__") else "none"
+        )
         raise KeyError(f"{who} column {col!r} not found in {type(o).__name__}; available: {have}.") from e
 
 
@@ -269,7 +275,8 @@ class ColReader(_Callable):
 
     Args:
         cols: column name or position, or a list of them (then a list of values is returned).
-        pref, suff: when given, return the string `f'{pref}{value}{suff}'` (a `Path` pref gets a separator).
+        pref: when given, return the string `f'{pref}{value}{suff}'` (a `Path` pref gets a separator).
+        suff: when given, appended the same way.
         label_delim: when given, split the cell into a list of labels (an empty or NaN cell gives []).
     """
 
@@ -348,7 +355,7 @@ class RandomSplitter(_Callable):
     without touching the global RNG); `seed=None` draws from the global RNG.
     """
 
-    def __init__(self, valid_pct: float = 0.2, seed: int | None = None):
+    def __init__(self, valid_pct: float = VALID_PCT, seed: int | None = None):
         _check_frac("RandomSplitter", "valid_pct", valid_pct)
         self.valid_pct, self.seed = valid_pct, seed
 
@@ -378,7 +385,7 @@ class IndexSplitter(_Callable):
 class EndSplitter(_Callable):
     """Put the last (or first, `valid_last=False`) `valid_pct` of the items in the validation set."""
 
-    def __init__(self, valid_pct: float = 0.2, valid_last: bool = True):
+    def __init__(self, valid_pct: float = VALID_PCT, valid_last: bool = True):
         _check_frac("EndSplitter", "valid_pct", valid_pct)
         self.valid_pct, self.valid_last = valid_pct, valid_last
 

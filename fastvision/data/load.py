@@ -449,13 +449,14 @@ class DataLoader:
         """Draw up to `max_n` decoded images (`nrows * ncols` when both are given); `unique=True` augments one item."""
         if nrows and ncols:
             max_n = nrows * ncols
+        batch: Any = b
         if unique:  # one item (random when shuffling) repeated, each copy augmented on its own
             idx = int(torch.randint(len(self.dataset), ())) if self.shuffle else 0
             seed = int(torch.randint(0, 2**62, ()))
-            b = self._finish(self._fetch_main(BatchRequest(0, [idx] * max_n, seed)), [])
-        elif b is None:
-            b = self.one_batch()
-        return show_pairs(self.decode_batch(b, max_n), nrows=nrows, ncols=ncols, figsize=figsize)
+            batch = self._finish(self._fetch_main(BatchRequest(0, [idx] * max_n, seed)), [])
+        elif batch is None:
+            batch = self.one_batch()
+        return show_pairs(self.decode_batch(batch, max_n), nrows=nrows, ncols=ncols, figsize=figsize)
 
 
 def _with_wrapped_classes(ds: Any) -> Any:
@@ -495,7 +496,7 @@ class DataLoaders:
         if isinstance(dl, torch.utils.data.DataLoader):
             return DataLoader.from_torch(dl, split_idx=min(i, 1))
         if hasattr(dl, "__getitem__") and hasattr(dl, "__len__"):
-            kw = {"shuffle": i == 0, "drop_last": i == 0, "num_workers": default_workers(dl)}
+            kw: dict[str, Any] = {"shuffle": i == 0, "drop_last": i == 0, "num_workers": default_workers(dl)}
             return DataLoader(dl, split_idx=min(i, 1), **kw)
         raise TypeError(f"DataLoaders takes DataLoaders or Datasets; argument {i} is a {type(dl).__name__}.")
 

@@ -17,6 +17,7 @@ import contextlib
 import multiprocessing
 import pickle
 import random
+import sys
 import traceback
 import warnings
 from collections.abc import Iterator
@@ -174,12 +175,18 @@ class Fetcher(torch.utils.data.Dataset):
             return _marker(e, None, None)
 
 
+def _add_note(exc: BaseException, note: str) -> None:
+    """`exc.add_note(note)` on Python 3.11+; Python 3.10's exceptions have no notes."""
+    if sys.version_info >= (3, 11):
+        exc.add_note(note)
+
+
 def raise_worker_error(err: WorkerError) -> NoReturn:
     """Re-raise a worker's exception in the main process: same type and message, plus the item index."""
     exc, local = err.exc, err.exc is not None and err.exc.__traceback__ is not None
     if exc is not None and (err.index is None or _is_load_error(exc)):
         if not local and err.index is not None:
-            exc.add_note(f"(raised by a DataLoader worker while loading item {err.index})")
+            _add_note(exc, f"(raised by a DataLoader worker while loading item {err.index})")
         raise exc
     where = f"item {err.index}" + (f" ({err.path})" if err.path else "")
     msg = f"{err.message} [raised while loading {where}]"
@@ -189,7 +196,7 @@ def raise_worker_error(err: WorkerError) -> NoReturn:
     except Exception:
         new = exc if exc is not None else RuntimeError(msg)
     if not local:
-        new.add_note("Worker traceback:\n" + err.tb.rstrip())
+        _add_note(new, "Worker traceback:\n" + err.tb.rstrip())
     raise new from (exc if local else None)
 
 

@@ -188,7 +188,7 @@ def _fetch_timm_weights(cfg: Any, arch: str) -> Path:
 def _load_timm_state(body: TimmBody, sd: dict[str, torch.Tensor], path: Any, n_in: int) -> None:
     """Load a full timm model's state dict into `body`: drop the classifier, adapt the first conv to `n_in`."""
     timm = import_timm()
-    cfg = body.model.pretrained_cfg
+    cfg: Any = body.model.pretrained_cfg  # timm's dict
     own = body.model.state_dict()
     classifiers = cfg.get("classifier") or ()
     classifiers = (classifiers,) if isinstance(classifiers, str) else tuple(classifiers)
@@ -303,11 +303,15 @@ def create_vision_model(
         arch: a torchvision model function (`resnet34`), its name ('resnet34'), a timm name ('resnet10t',
             'timm/convnext_atto'; needs `pip install fastvision[timm]`), 'tinyvgg', 'resnet_small', or any
             function returning an `nn.Module`.
-        n_out: number of outputs. pretrained: load pretrained weights (True).
+        n_out: number of outputs.
+        pretrained: load pretrained weights (True).
         weights: a torchvision weights enum or its name ('ResNet34_Weights.IMAGENET1K_V1'), 'DEFAULT', or
             a local `.pth`/`.safetensors` file (a full network's or a fastvision model's state dict).
-        cut, n_in: see `create_body` (3 input channels). init: initialiser of the head (kaiming normal).
-        custom_head: replaces the head. kwargs: the head's arguments, see `create_head`.
+        cut: where to cut the network, see `create_body`.
+        n_in: input channels, see `create_body` (3).
+        init: initialiser of the head (kaiming normal).
+        custom_head: replaces the head.
+        kwargs: the head's arguments, see `create_head`.
         arch_kwargs: extra arguments of the architecture function (e.g. `{'image_size': 64}` for ViT,
             `{'drop_path_rate': 0.1}` for timm).
     """
@@ -322,6 +326,8 @@ def create_vision_model(
     kw = dict(arch_kwargs or {})
     name, meta = arch_meta(arch)
     model, loaded, full_sd = _build_arch(name, meta, pretrained, weights, n_in, n_out, kw)
+    body: nn.Module
+    head: nn.Module
     if isinstance(model, TimmBody) and cut is None:
         body = model  # timm built it without classifier (and n_in channels)
     else:
@@ -343,7 +349,8 @@ def create_vision_model(
     for k in ("lin_ftrs", "y_range"):
         head_kw[k] = list(head_kw[k]) if head_kw[k] is not None else None
     head_kw["ps"] = head_kw["ps"] if isinstance(head_kw["ps"], (int, float)) else list(head_kw["ps"])
-    vm.arch_spec = {
+    # nn.Module takes any attribute; torch's `__setattr__` stub allows only tensors and modules
+    vm.arch_spec = {  # type: ignore[assignment]
         "kind": "vision",
         "arch": name,
         "source": meta.source,

@@ -116,7 +116,8 @@ class AffineGroup(Transform):
         if pad_mode not in _PAD_MODES:
             raise ValueError(f"pad_mode={pad_mode!r} is not supported; use one of {_PAD_MODES}.")
         self.parts, self.size, self.mode, self.pad_mode = list(parts), _pair(size), mode, pad_mode
-        self.align_corners, self._cache = align_corners, {}
+        self.align_corners = align_corners
+        self._cache: dict[str, Any] = {}  # `resample`'s float copy of the source (CPU)
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_cache": {}}  # never pickle the float buffer
@@ -392,7 +393,7 @@ def aug_transforms(
         parts.append(Rotate(max_deg=max_rotate, p=p_affine, batch=batch))
     if min_zoom < 1 or max_zoom > 1:
         parts.append(Zoom(min_zoom=min_zoom, max_zoom=max_zoom, p=p_affine, batch=batch))
-    if min_scale != 1:
+    if min_scale != 1 and size is not None:  # size is checked above
         parts.append(RandomResizedCropGPU(size, min_scale=min_scale, ratio=(1, 1), batch=batch))
     tfms: list[Transform] = []
     if parts or size is not None:

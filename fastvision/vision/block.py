@@ -55,7 +55,7 @@ class PILImage:
             ValueError: `on_device` with item transforms other than one resize (nothing would resample
                 the batch on the device).
         """
-        if getattr(tfm, "__func__", None) is not PILImage.create.__func__:
+        if getattr(tfm, "__func__", None) is not PILImage.__dict__["create"].__func__:
             return None
         min_size = decode_min_size(item_tfms)
         if min_size is False:
@@ -126,7 +126,7 @@ def decode_min_size(item_tfms: list) -> int | tuple[int, int] | None | bool:
     return min_size
 
 
-def ImageBlock(cls: type = PILImage) -> TransformBlock:
+def ImageBlock(cls: type[PILImage] = PILImage) -> TransformBlock:
     """Return a block for images: decode with `cls.create`, `ToTensor` per item, `IntToFloatTensor` per batch."""
     return TransformBlock(type_tfms=cls.create, batch_tfms=[IntToFloatTensor()])
 

@@ -15,8 +15,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from fastcore.meta import delegates
+
 from ..data.block import CategoryBlock, DataBlock, MultiCategoryBlock, RegressionBlock
 from ..data.items import (
+    VALID_PCT,
     ColReader,
     ColSplitter,
     GrandparentSplitter,
@@ -33,7 +36,13 @@ __all__ = ["ImageDataLoaders"]
 
 
 def _image_block(
-    y_block: Any, splitter: Any, get_y: Any, item_tfms: Any, batch_tfms: Any, img_cls: type, **kw: Any
+    y_block: Any,
+    splitter: Any,
+    get_y: Any,
+    item_tfms: Any,
+    batch_tfms: Any,
+    img_cls: type[PILImage],
+    **kw: Any,
 ) -> DataBlock:
     return DataBlock(
         blocks=(ImageBlock(img_cls), y_block),
@@ -49,6 +58,7 @@ class ImageDataLoaders:
     """Factories returning `DataLoaders` for image classification (fastai's `ImageDataLoaders` methods)."""
 
     @staticmethod
+    @delegates(DataBlock.dataloaders, keep=True)
     def from_dblock(dblock: DataBlock, source: Any, path: str | Path = ".", **kwargs: Any):
         """Return `dblock.dataloaders(source, path=path, **kwargs)` (a `seed=None` is dropped)."""
         if kwargs.get("seed", 0) is None:
@@ -56,6 +66,7 @@ class ImageDataLoaders:
         return dblock.dataloaders(source, path=path, **kwargs)
 
     @classmethod
+    @delegates(DataBlock.dataloaders, keep=True, but=["path"])
     def from_folder(
         cls,
         path: str | Path,
@@ -66,10 +77,12 @@ class ImageDataLoaders:
         vocab: Sequence[Any] | None = None,
         item_tfms: Any = None,
         batch_tfms: Any = None,
-        img_cls: type = PILImage,
+        img_cls: type[PILImage] = PILImage,
         **kwargs: Any,
     ):
         """Label images by their parent folder; split by `path/train` / `path/valid`, or randomly with `valid_pct`."""
+        splitter: Callable[[Sequence[Any]], Any]
+        get_items: Callable[..., list[Path]]
         if valid_pct is None:
             splitter, get_items = (
                 GrandparentSplitter(train, valid),
@@ -89,16 +102,17 @@ class ImageDataLoaders:
         return cls.from_dblock(dblock, path, path=path, seed=seed, **kwargs)
 
     @classmethod
+    @delegates(DataBlock.dataloaders, keep=True, but=["path"])
     def from_path_func(
         cls,
         path: str | Path,
         fnames: Sequence[Any],
         label_func: Callable[[Path], Any],
-        valid_pct: float = 0.2,
+        valid_pct: float = VALID_PCT,
         seed: int | None = None,
         item_tfms: Any = None,
         batch_tfms: Any = None,
-        img_cls: type = PILImage,
+        img_cls: type[PILImage] = PILImage,
         **kwargs: Any,
     ):
         """Label each file with `label_func(path)`; random split of `valid_pct`."""
@@ -108,6 +122,7 @@ class ImageDataLoaders:
         return cls.from_dblock(dblock, [Path(f) for f in fnames], path=path, seed=seed, **kwargs)
 
     @classmethod
+    @delegates(from_path_func, keep=True)
     def from_name_func(
         cls, path: str | Path, fnames: Sequence[Any], label_func: Callable[[str], Any], **kwargs: Any
     ):
@@ -115,21 +130,24 @@ class ImageDataLoaders:
         return cls.from_path_func(path, fnames, using_attr(label_func, "name"), **kwargs)
 
     @classmethod
+    @delegates(from_path_func, keep=True)
     def from_path_re(cls, path: str | Path, fnames: Sequence[Any], pat: str, **kwargs: Any):
         """Label each file with group 1 of the regex `pat` searched in its full path."""
         return cls.from_path_func(path, fnames, RegexLabeller(pat), **kwargs)
 
     @classmethod
+    @delegates(from_path_func, keep=True)
     def from_name_re(cls, path: str | Path, fnames: Sequence[Any], pat: str, **kwargs: Any):
         r"""Label each file with group 1 of `pat` matched on its name (Pets: `r'^(.*)_\d+.jpg$'`)."""
         return cls.from_path_func(path, fnames, using_attr(RegexLabeller(pat), "name"), **kwargs)
 
     @classmethod
+    @delegates(DataBlock.dataloaders, keep=True, but=["path"])
     def from_df(
         cls,
         df: Any,
         path: str | Path = ".",
-        valid_pct: float = 0.2,
+        valid_pct: float = VALID_PCT,
         seed: int | None = None,
         fn_col: int | str = 0,
         folder: str | None = None,
@@ -140,7 +158,7 @@ class ImageDataLoaders:
         valid_col: int | str | None = None,
         item_tfms: Any = None,
         batch_tfms: Any = None,
-        img_cls: type = PILImage,
+        img_cls: type[PILImage] = PILImage,
         **kwargs: Any,
     ):
         """Read file names from `fn_col` (under `path/folder`) and labels from `label_col` of a DataFrame.
@@ -164,6 +182,7 @@ class ImageDataLoaders:
         return cls.from_dblock(dblock, df, path=path, seed=seed, **kwargs)
 
     @classmethod
+    @delegates(from_df, keep=True, but=["df", "path"])
     def from_csv(
         cls,
         path: str | Path,
@@ -186,17 +205,18 @@ class ImageDataLoaders:
         return cls.from_df(df, path=path, **kwargs)
 
     @classmethod
+    @delegates(DataBlock.dataloaders, keep=True, but=["path"])
     def from_lists(
         cls,
         path: str | Path,
         fnames: Sequence[Any],
         labels: Sequence[Any],
-        valid_pct: float = 0.2,
+        valid_pct: float = VALID_PCT,
         seed: int | None = None,
         y_block: Any = None,
         item_tfms: Any = None,
         batch_tfms: Any = None,
-        img_cls: type = PILImage,
+        img_cls: type[PILImage] = PILImage,
         **kwargs: Any,
     ):
         """Pair `fnames` with `labels`; y_block inferred: lists -> multi-category, floats -> regression."""

@@ -14,7 +14,7 @@ filled by the padding mode (reflection, zeros, border) at the batch stage.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -49,7 +49,7 @@ class PendingImage(DeferredItem):
     def extent(self) -> tuple[int, int, int]:
         """(channels, height, width) of the item's pixels, decoded or not."""
         if self.pixels is not None:
-            return tuple(self.pixels.shape)
+            return cast(tuple[int, int, int], tuple(self.pixels.shape))
         w, h = self.encoded.size
         return (3 if self.encoded.mode == "RGB" else 1, h, w)
 

@@ -117,9 +117,10 @@ def vision_learner(
     return learn
 
 
-def cnn_learner(*args: Any, **kwargs: Any) -> Learner:
+@delegates(vision_learner)
+def cnn_learner(dls: Any, arch: str | Callable[..., nn.Module], *args: Any, **kwargs: Any) -> Learner:
     """Deprecated name of `vision_learner`."""
     warnings.warn(
         "cnn_learner has been renamed vision_learner; use vision_learner.", DeprecationWarning, stacklevel=2
     )
-    return vision_learner(*args, **kwargs)
+    return vision_learner(dls, arch, *args, **kwargs)

@@ -110,8 +110,9 @@ class Normalize(Transform):
     """Normalize float image batches with per-channel `mean` and `std`; `decodes` reverses it.
 
     Args:
-        mean, std: sequences (one per channel) or broadcastable tensors; None computes them in
-            `setup(dl)` from one batch of `dl` (over `axes`, std + 1e-7).
+        mean: a sequence (one per channel) or a broadcastable tensor; None computes it in `setup(dl)`
+            from one batch of `dl` (over `axes`).
+        std: like `mean` (computed with + 1e-7).
         axes: the dimensions reduced when computing statistics ((0, 2, 3): per channel).
     """
 
@@ -119,7 +120,8 @@ class Normalize(Transform):
 
     def __init__(self, mean: Any = None, std: Any = None, axes: tuple[int, ...] = (0, 2, 3)):
         self.mean, self.std, self.axes = self._shape(mean), self._shape(std), axes
-        self._fitting, self._cache = False, {}
+        self._fitting = False
+        self._cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
     def from_stats(cls, mean: Any, std: Any, dim: int = 1, ndim: int = 4, cuda: bool = True) -> Normalize:
@@ -161,6 +163,11 @@ class Normalize(Transform):
     def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         key = (x.device, x.dtype)
         if key not in self._cache:
+            if self.mean is None or self.std is None:
+                raise RuntimeError(
+                    "Normalize has no statistics: pass mean/std, use Normalize.from_stats(*imagenet_stats), "
+                    "or call setup(dl) to compute them from a batch."
+                )
             self._cache[key] = (self.mean.to(x.device, x.dtype), self.std.to(x.device, x.dtype))
         return self._cache[key]
 

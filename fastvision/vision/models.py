@@ -73,7 +73,7 @@ def _bn1d(n: int) -> nn.BatchNorm1d:
 
 
 def _lin_bn_drop(n_in: int, n_out: int, bn: bool, p: float, act: bool, lin_first: bool) -> list[nn.Module]:
-    norm = [_bn1d(n_out if lin_first else n_in)] if bn else []
+    norm: list[nn.Module] = [_bn1d(n_out if lin_first else n_in)] if bn else []
     if p != 0:
         norm.append(nn.Dropout(p))
     lin: list[nn.Module] = [nn.Linear(n_in, n_out, bias=not bn)]
@@ -149,10 +149,11 @@ def apply_init(module: nn.Module, init: Callable | None = nn.init.kaiming_normal
         if not params or not params[0].requires_grad:
             continue
         with torch.no_grad():
-            if init is not None and isinstance(getattr(m, "weight", None), torch.Tensor):
-                init(m.weight)
-            if isinstance(getattr(m, "bias", None), torch.Tensor):
-                m.bias.zero_()
+            weight, bias = getattr(m, "weight", None), getattr(m, "bias", None)
+            if init is not None and isinstance(weight, torch.Tensor):
+                init(weight)
+            if isinstance(bias, torch.Tensor):
+                bias.zero_()
 
 
 def _first_conv(model: nn.Module) -> tuple[nn.Module, str, nn.Conv2d] | None:
@@ -172,10 +173,21 @@ def _adapt_first_conv(model: nn.Module, n_in: int, pretrained: bool) -> None:
     parent, name, old = found
     if old.in_channels == n_in:
         return
+    # torch types these attributes tuple[int, ...] and the arguments tuple[int, int]
+    geometry: dict[str, Any] = {
+        "kernel_size": old.kernel_size,
+        "stride": old.stride,
+        "padding": old.padding,
+        "dilation": old.dilation,
+    }
     new = nn.Conv2d(
-        n_in, old.out_channels, old.kernel_size, old.stride, old.padding, old.dilation, old.groups,
-        bias=old.bias is not None, padding_mode=old.padding_mode,
-    )  # fmt: skip
+        n_in,
+        old.out_channels,
+        **geometry,
+        groups=old.groups,
+        bias=old.bias is not None,
+        padding_mode=old.padding_mode,
+    )
     if pretrained:
         w = old.weight.detach()
         with torch.no_grad():
@@ -187,7 +199,7 @@ def _adapt_first_conv(model: nn.Module, n_in: int, pretrained: bool) -> None:
                 k = min(n_in, w.shape[1])
                 new.weight.zero_()
                 new.weight[:, :k] = w[:, :k]
-            if old.bias is not None:
+            if old.bias is not None and new.bias is not None:
                 new.bias.copy_(old.bias.detach())
     setattr(parent, name, new)
 
@@ -229,8 +241,9 @@ def create_body(
 
 def num_features_model(m: nn.Module) -> int:
     """Return the number of channels (or features) `m` outputs, found with a dummy forward pass."""
-    if isinstance(getattr(m, "num_features", None), int):
-        return m.num_features
+    nf = getattr(m, "num_features", None)
+    if isinstance(nf, int):
+        return nf
     first = _first_conv(m)
     n_in = first[2].in_channels if first is not None else 3
     was_training = m.training
@@ -256,7 +269,7 @@ def num_features_model(m: nn.Module) -> int:
 class ViTBody(nn.Module):
     """The encoder of a torchvision `VisionTransformer`, returning the class token (N x hidden_dim)."""
 
-    def __init__(self, vit: nn.Module):
+    def __init__(self, vit: Any):  # a torchvision VisionTransformer
         super().__init__()
         self.conv_proj, self.encoder, self.class_token = vit.conv_proj, vit.encoder, vit.class_token
         self.patch_size, self.image_size, self.num_features = vit.patch_size, vit.image_size, vit.hidden_dim
@@ -290,9 +303,12 @@ class TinyVGG(nn.Module):
 
         def block(ni: int) -> nn.Sequential:
             return nn.Sequential(
-                nn.Conv2d(ni, hidden, 3, padding=1), nn.ReLU(), nn.Conv2d(hidden, hidden, 3, padding=1),
-                nn.ReLU(), nn.MaxPool2d(2),
-            )  # fmt: skip
+                nn.Conv2d(ni, hidden, 3, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(hidden, hidden, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            )
 
         self.block1, self.block2 = block(n_in), block(hidden)
         self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(hidden * (img_size // 4) ** 2, n_out))
@@ -332,9 +348,13 @@ class ResNetSmall(nn.Sequential):
     """
 
     def __init__(
-        self, n_in: int = 3, n_out: int = 10, widths: Sequence[int] = (32, 64, 128), depth: int = 1,
+        self,
+        n_in: int = 3,
+        n_out: int = 10,
+        widths: Sequence[int] = (32, 64, 128),
+        depth: int = 1,
         stem_stride: int = 1,
-    ):  # fmt: skip
+    ):
         layers: list[nn.Module] = [_conv_bn(n_in, widths[0], stride=stem_stride)]
         ni = widths[0]
         for i, nf in enumerate(widths):
@@ -345,8 +365,13 @@ class ResNetSmall(nn.Sequential):
             ni = nf
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(ni, n_out)]
         super().__init__(*layers)
-        self.init_kwargs = {"n_in": n_in, "n_out": n_out, "widths": list(widths), "depth": depth,
-                            "stem_stride": stem_stride}  # fmt: skip
+        self.init_kwargs = {
+            "n_in": n_in,
+            "n_out": n_out,
+            "widths": list(widths),
+            "depth": depth,
+            "stem_stride": stem_stride,
+        }
 
 
 def resnet_small(
@@ -413,7 +438,8 @@ def _split_at(k: int, inner: bool) -> Callable[[nn.Module], list[list[nn.Paramet
     """Split at child `k` of the body (`inner`: of the body's first child) / the rest / the head."""
 
     def split(m: nn.Module) -> list[list[nn.Parameter]]:
-        body, head = m[0], m[1]
+        sm: Any = m  # Sequential(body, head), the body a torchvision model's children
+        body, head = sm[0], sm[1]
         seq = body[0] if inner else body
         rest = [seq[k:], *body[1:]] if inner else [seq[k:]]
         return _groups(m, [seq[:k]], rest, [head])
@@ -422,19 +448,26 @@ def _split_at(k: int, inner: bool) -> Callable[[nn.Module], list[list[nn.Paramet
 
 
 def _regnet_split(m: nn.Module) -> list[list[nn.Parameter]]:
-    stem, trunk = m[0][0], m[0][1]
-    return _groups(m, [stem, trunk[:2]], [trunk[2:]], [m[1]])
+    sm: Any = m  # Sequential(body, head), the body a torchvision RegNet's children
+    stem, trunk = sm[0][0], sm[0][1]
+    return _groups(m, [stem, trunk[:2]], [trunk[2:]], [sm[1]])
 
 
 def _vit_split(m: nn.Module) -> list[list[nn.Parameter]]:
-    body, head = m[0], m[1]
+    sm: Any = m  # Sequential(ViTBody, head)
+    body, head = sm[0], sm[1]
     layers, k = body.encoder.layers, len(body.encoder.layers) // 2
-    return _groups(m, [body.conv_proj, body.class_token, body.encoder.pos_embedding, layers[:k]],
-                   [layers[k:], body.encoder.ln], [head])  # fmt: skip
+    return _groups(
+        m,
+        [body.conv_proj, body.class_token, body.encoder.pos_embedding, layers[:k]],
+        [layers[k:], body.encoder.ln],
+        [head],
+    )
 
 
 def _densenet_cut(model: nn.Module) -> nn.Module:
-    return nn.Sequential(model.features, nn.ReLU(inplace=True))  # torchvision applies this ReLU in forward
+    features: Any = model.features
+    return nn.Sequential(features, nn.ReLU(inplace=True))  # torchvision applies this ReLU in forward
 
 
 # ---- timm architectures -----------------------------------------------------------------------
@@ -464,6 +497,8 @@ class TimmBody(nn.Module):
             'pooled' (the model's pooled forward, for transformers without a spatial feature map).
     """
 
+    model: Any  # a timm model
+
     def __init__(self, model: nn.Module, mode: str = "map"):
         super().__init__()
         if mode not in ("map", "features", "pooled"):
@@ -472,7 +507,7 @@ class TimmBody(nn.Module):
         fmt = getattr(model, "output_fmt", "NCHW")
         self.channels_last = mode != "pooled" and getattr(fmt, "value", fmt) == "NHWC"  # e.g. Swin
         hidden = getattr(model, "head_hidden_size", None)
-        self.num_features = int(hidden if hidden and mode != "features" else model.num_features)
+        self.num_features = int(hidden if hidden and mode != "features" else self.model.num_features)
 
     @property
     def pooled(self) -> bool:

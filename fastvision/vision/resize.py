@@ -13,7 +13,7 @@ fastai does and resized by torch's uint8 bilinear kernel straight into a tensor 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -36,7 +36,11 @@ __all__ = [
 ]
 
 BILINEAR, NEAREST = Image.Resampling.BILINEAR, Image.Resampling.NEAREST
-_NP_PAD = {"reflection": "reflect", "zeros": "constant", "border": "edge"}
+_NP_PAD: dict[str, Literal["reflect", "constant", "edge"]] = {
+    "reflection": "reflect",
+    "zeros": "constant",
+    "border": "edge",
+}
 Box = tuple[float, float, float, float]
 
 
@@ -191,13 +195,15 @@ class _BoxTransform(Transform):
         resample = self.resamples[1] if x.mode == "P" else self.resamples[0]
         inside = box[0] > -1e-6 and box[1] > -1e-6 and box[2] < x.size[0] + 1e-6 and box[3] < x.size[1] + 1e-6
         decoded = isinstance(x, DecodedImage)
+        dec = x if isinstance(x, DecodedImage) else None
+        pil = cast(Image.Image, x)  # when dec is None: not lazy, so not an EncodedImage (raised above)
         if inside and resample == BILINEAR and x.mode in ("RGB", "L") and (self.to_tensor or decoded):
-            out = _crop_resize(x.pixels if decoded else image_to_tensor(x), box, size)
+            out = _crop_resize(dec.pixels if dec is not None else image_to_tensor(pil), box, size)
             return out if self.to_tensor else DecodedImage(out)
-        out = _resample(x.to_pil() if decoded else x, box, size, resample, self.pad_mode)
+        img = _resample(dec.to_pil() if dec is not None else pil, box, size, resample, self.pad_mode)
         if self.to_tensor:
-            return image_to_tensor(out)
-        return DecodedImage(image_to_tensor(out)) if decoded else out
+            return image_to_tensor(img)
+        return DecodedImage(image_to_tensor(img)) if decoded else img
 
 
 class Resize(_BoxTransform):
@@ -239,7 +245,8 @@ class RandomResizedCrop(_BoxTransform):
 
     Args:
         size: int or (height, width).
-        min_scale, max_scale: range of the crop's area as a fraction of the image (default 0.08, 1.0).
+        min_scale: smallest crop area as a fraction of the image (default 0.08).
+        max_scale: largest crop area as a fraction of the image (default 1.0).
         ratio: range of the crop's aspect ratio w/h, drawn log-uniformly (default (3/4, 4/3)).
         resamples: PIL filters for images and palette masks.
         val_xtra: on valid the image is squished to `size + ceil(max(size) * val_xtra / 8) * 8` then

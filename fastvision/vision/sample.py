@@ -74,7 +74,12 @@ def resample(
     """
     bs, _, hc, wc = src.shape
     dev, cpu = src.device, src.device.type == "cpu"
-    if hw is None:
+    if (hw is None) != (window is None):
+        raise ValueError(
+            f"resample got hw={'None' if hw is None else 'a tensor'} and window={'None' if window is None else 'a tensor'}; "
+            "pass both (B x 2 sizes and B x 4 windows) or neither (the whole canvas)."
+        )
+    if hw is None or window is None:
         e = 0.0 if align_corners else 0.5
         hw = torch.tensor([[hc, wc]]).expand(bs, 2)
         window = torch.tensor([[-e, -e, wc - 1 + e, hc - 1 + e]]).expand(bs, 4)

@@ -66,7 +66,8 @@ def show_image(
         _, ax = plt.subplots(figsize=figsize or (3, 3))
     ax.imshow(arr, cmap=cmap or ("gray" if arr.ndim == 2 else None), **kwargs)
     if title is not None:
-        ax.set_title(str(title), **({"color": color} if color is not None else {}))
+        title_kw: dict[str, Any] = {"color": color} if color is not None else {}
+        ax.set_title(str(title), **title_kw)
     ax.axis("off")
     return ax
 
@@ -84,7 +85,8 @@ def show_images(
     """Draw `images` in a grid with optional `titles` (coloured by `colors`) and return the figure.
 
     Args:
-        nrows: default `int(sqrt(n))`; ncols: default `ceil(n / nrows)`.
+        nrows: default `int(sqrt(n))`.
+        ncols: default `ceil(n / nrows)`.
         figsize: default 3 inches per cell.
         colors: one title colour per image, e.g. 'green' / 'red' for correct / wrong predictions.
         kwargs: passed to `show_image`.
