@@ -28,8 +28,9 @@ demo: install fashion-data
 lint: install
 	$(BIN)/ruff check fastvision tests bench
 	$(BIN)/ruff format --check fastvision tests bench
+	$(BIN)/mypy fastvision
 
-# mypy over the package (config in pyproject.toml); it joins `lint` once it reports no errors.
+# mypy alone (config in pyproject.toml; also part of `lint`).
 typecheck: install
 	$(BIN)/mypy fastvision
 

@@ -1,11 +1,14 @@
 """Fashion-MNIST accuracy in a fixed training-time budget: fastvision's demo recipe vs fastai 2.8.12.
 
-Same data (the real Fashion-MNIST IDX files, test set as validation), same model (the demo's
-`resnet_small(n_in=1, widths=(32, 64, 128), stem_stride=2)`, re-declared in plain PyTorch inside the
-fastai script), same batch size, same augmentation (flip, rotate 5, zoom 1.15, one `aug_transforms` call
-in each library), same optimiser settings (AdamW-style Adam, wd 0.05, one-cycle at the same lr_max),
-same rule for the epoch count: as many epochs as fit the budget at the per-batch time each library
-measures on its own first batches. fastai runs in `~/fastai-env`:
+Same data (the real Fashion-MNIST IDX files; the same `n_valid` training images, drawn with the same
+seed, held out for validation; the test set evaluated once, after training), same model (the demo's
+`resnet_small(n_in=1, widths, depth, stem_stride)`, re-declared in plain PyTorch inside the fastai
+script), same batch size, same augmentation (flip, rotate 5, zoom 1.15, one `aug_transforms` call in
+each library), same loss (label smoothing as the demo's), same optimiser settings (AdamW-style Adam,
+wd 0.05, one-cycle at the same lr_max), same flip test-time augmentation, same rule for the epoch count:
+as many epochs as fit the budget at the per-batch time each library measures on its own first batches.
+The recipe is read from `run_demo`'s defaults, so the two stay in step with `fastvision demo`.
+fastai runs in `~/fastai-env`:
 `python -m venv ~/fastai-env && ~/fastai-env/bin/pip install torch==2.14.1 torchvision==0.29.1 fastai==2.8.12`.
 
     python bench/accuracy.py [--budget 540] [--lr 5.4e-3]
@@ -14,6 +17,7 @@ measures on its own first batches. fastai runs in `~/fastai-env`:
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import subprocess
 import time
@@ -23,16 +27,20 @@ FASTAI = r"""
 import gzip, json, sys, time, numpy as np, torch
 from torch import nn
 from fastai.vision.all import *
-budget, lr, bs = float(sys.argv[1]), float(sys.argv[2]), 256
+budget, lr, cfg = float(sys.argv[1]), float(sys.argv[2]), json.loads(sys.argv[3])
+bs, n_valid, eps, tta = cfg["bs"], cfg["n_valid"], cfg["label_smoothing"], cfg["tta"]
 def read_idx(p):
     d = gzip.open(p).read(); nd = d[3]
     dims = [int.from_bytes(d[4+4*i:8+4*i], "big") for i in range(nd)]
     return np.frombuffer(d, np.uint8, offset=4+4*nd).reshape(dims)
 S = "/usr/share/datasets/fashion-mnist/"
-def ds(pre):
+def xy(pre):
     x = torch.from_numpy(read_idx(S + pre + "-images-idx3-ubyte.gz").copy())[:, None]
-    y = torch.from_numpy(read_idx(S + pre + "-labels-idx1-ubyte.gz").astype(np.int64))
-    return [(TensorImage(a), TensorCategory(b)) for a, b in zip(x, y)]
+    return x, torch.from_numpy(read_idx(S + pre + "-labels-idx1-ubyte.gz").astype(np.int64))
+def ds(x, y): return [(TensorImage(a), TensorCategory(b)) for a, b in zip(x, y)]
+x, y = xy("train")
+perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg["seed"]))  # as fashion_mnist_dls
+held, rest = perm[:n_valid].sort().values, perm[n_valid:].sort().values
 def conv_bn(ni, nf, stride=1, relu=True, zero=False):
     bn = nn.BatchNorm2d(nf)
     if zero: nn.init.zeros_(bn.weight)
@@ -45,13 +53,18 @@ class Res(nn.Module):
         if ni != nf: sc += [nn.Conv2d(ni, nf, 1, bias=False), nn.BatchNorm2d(nf)]
         s.shortcut = nn.Sequential(*sc); s.act = nn.ReLU(inplace=True)
     def forward(s, x): return s.act(s.convs(x) + s.shortcut(x))
-model = nn.Sequential(conv_bn(1, 32, 2), nn.Sequential(Res(32, 32, 1)), nn.Sequential(Res(32, 64, 2)),
-                      nn.Sequential(Res(64, 128, 2)), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10))
+layers, ni = [conv_bn(1, cfg["widths"][0], cfg["stem_stride"])], cfg["widths"][0]
+for i, nf in enumerate(cfg["widths"]):
+    layers.append(nn.Sequential(*[Res(ni if j == 0 else nf, nf, 2 if i > 0 and j == 0 else 1) for j in range(cfg["depth"])]))
+    ni = nf
+model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(ni, 10))
 model = model.to(memory_format=torch.channels_last)
 tfms = [IntToFloatTensor(), *aug_transforms(max_rotate=5.0, max_zoom=1.15, max_warp=0.0, max_lighting=0.0,
         pad_mode="zeros"), Normalize.from_stats([0.2860], [0.3530], cuda=False)]
-dls = DataLoaders.from_dsets(ds("train"), ds("t10k"), bs=bs, after_batch=tfms, num_workers=0, device="cpu")
-learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), metrics=accuracy, wd=0.05)
+dls = DataLoaders.from_dsets(ds(x[rest], y[rest]), ds(x[held], y[held]), bs=bs, after_batch=tfms,
+                             num_workers=0, device="cpu")
+loss = LabelSmoothingCrossEntropyFlat(eps=eps) if eps else CrossEntropyLossFlat()
+learn = Learner(dls, model, loss_func=loss, metrics=accuracy, wd=0.05)
 class T(Callback):
     def before_fit(self): self.st = []
     def after_batch(self):
@@ -60,12 +73,34 @@ class T(Callback):
 sd = {k: v.clone() for k, v in model.state_dict().items()}
 t = T(); learn.fit(1, 1e-4, cbs=t); model.load_state_dict(sd)  # timing only: start from the same weights
 d = sorted(b - a for a, b in zip(t.st[5:], t.st[6:])); tb = d[len(d)//2]
-epochs = max(1, int(budget // (tb * (len(dls.train) + 0.35 * len(dls.valid)) * 1.1)))
-learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), metrics=accuracy, wd=0.05)
+epochs = max(1, min(100, int(budget // (tb * (len(dls.train) + 0.35 * len(dls.valid)) * 1.1))))
+learn = Learner(dls, model, loss_func=loss, metrics=accuracy, wd=0.05)
 t0 = time.time(); learn.fit_one_cycle(epochs, lr); tt = time.time() - t0
-loss, acc = learn.validate()
-print(json.dumps({"epochs": epochs, "train_time": tt, "accuracy": float(acc)}))
+valid_acc = float(learn.validate()[1])
+xt, yt = xy("t10k")
+class Valid(list): split_idx = 1  # else `new` on a plain list would apply the training augmentation
+test_dl = dls.valid.new(Valid(ds(xt, yt)))
+model.eval(); hits = hits_plain = 0
+with torch.no_grad():
+    for xb, yb in test_dl:
+        p = model(xb).softmax(1); hits_plain += int((p.argmax(1) == yb).sum())
+        if tta: p = (p + model(xb.flip(-1)).softmax(1)) / 2
+        hits += int((p.argmax(1) == yb).sum())
+print(json.dumps({"epochs": epochs, "train_time": tt, "valid_accuracy": valid_acc, "accuracy": hits / len(yt),
+                  "accuracy_no_tta": hits_plain / len(yt)}))
 """
+
+
+def recipe() -> dict:
+    """Return the demo's recipe: `run_demo`'s defaults that the fastai script needs."""
+    from fastvision.demo import run_demo
+
+    names = "bs seed n_valid label_smoothing tta widths depth stem_stride ema".split()
+    ps = inspect.signature(run_demo).parameters
+    cfg = {k: ps[k].default for k in names}
+    if cfg.pop("ema"):
+        raise NotImplementedError("the fastai script has no weight EMA; add one to compare with it.")
+    return {**cfg, "widths": list(cfg["widths"])}
 
 
 def main() -> None:
@@ -75,23 +110,27 @@ def main() -> None:
     a = ap.parse_args()
     from fastvision.demo import run_demo
 
+    cfg = recipe()
+    print(f"recipe: {cfg}")
     t = time.time()
     ours = run_demo(budget=a.budget, out="/tmp/bench-accuracy", lr_max=a.lr)
-    print(f"fastvision: {ours['accuracy']:.4f} in {ours['train_time']:.0f} s ({ours['epochs']} epochs; "
-          f"{time.time() - t:.0f} s in all)")  # fmt: skip
+    print(f"fastvision: test {ours['accuracy']:.4f} (validation {ours['valid_accuracy']:.4f}) in "
+          f"{ours['train_time']:.0f} s ({ours['epochs']} epochs; {time.time() - t:.0f} s in all)")  # fmt: skip
     fa = Path.home() / "fastai-env" / "bin" / "python"
     if not fa.exists():
         print("fastai: ~/fastai-env missing; see this script's docstring to create it")
         return
-    out = subprocess.run([str(fa), "-c", FASTAI, str(a.budget), str(a.lr)], capture_output=True, text=True)
+    args = [str(fa), "-c", FASTAI, str(a.budget), str(a.lr), json.dumps(cfg)]
+    out = subprocess.run(args, capture_output=True, text=True)
     if out.returncode != 0:
         print("fastai failed:", out.stderr[-2000:])
         return
     theirs = json.loads(out.stdout.strip().splitlines()[-1])
     print(
-        f"fastai 2.8.12: {theirs['accuracy']:.4f} in {theirs['train_time']:.0f} s ({theirs['epochs']} epochs)"
+        f"fastai 2.8.12: test {theirs['accuracy']:.4f} (validation {theirs['valid_accuracy']:.4f}) in "
+        f"{theirs['train_time']:.0f} s ({theirs['epochs']} epochs)"
     )
-    print(f"same budget ({a.budget:.0f} s): accuracy {ours['accuracy']:.4f} vs {theirs['accuracy']:.4f}, "
+    print(f"same budget ({a.budget:.0f} s): test accuracy {ours['accuracy']:.4f} vs {theirs['accuracy']:.4f}, "
           f"epochs {ours['epochs']} vs {theirs['epochs']}")  # fmt: skip
 
 

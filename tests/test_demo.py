@@ -1,0 +1,170 @@
+"""The Fashion-MNIST demo: the held-out validation split, the test set read once at the end, and its options."""
+
+import pytest
+import torch
+from torch import nn
+
+from fastvision import demo
+from fastvision.callback.core import Callback
+from fastvision.data import external
+from fastvision.data.external import TensorImageDataset
+from fastvision.data.load import DataLoaders
+from fastvision.demo import WeightEMA, fashion_mnist_dls
+from fastvision.learner import Learner
+from fastvision.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropy
+from fastvision.optimizer import SGD
+
+has_fmnist = pytest.mark.skipif(
+    not external.DEBIAN_FASHION_MNIST.exists(), reason="dataset-fashion-mnist not installed"
+)
+
+
+def _rows(x: torch.Tensor) -> set[bytes]:
+    return {bytes(r.numpy()) for r in x.reshape(len(x), -1)}
+
+
+@has_fmnist
+def test_validation_is_held_out_from_train_and_test_is_apart():
+    dls = fashion_mnist_dls(bs=64, n_train=1200, n_test=300, n_valid=200, device="cpu")
+    train, valid, test = (dl.dataset for dl in dls)
+    assert (len(train), len(valid), len(test)) == (1000, 200, 300)
+    xs, ys = external.load_fashion_mnist("train")
+    xt, yt = external.load_fashion_mnist("test")
+    first = _rows(xs[:1200])
+    assert _rows(valid.x) <= first and _rows(train.x) <= first  # both drawn from the training file
+    assert not _rows(valid.x) & _rows(train.x)  # disjoint
+    assert torch.equal(test.x[:, 0], xt[:300]) and torch.equal(test.y, yt[:300])  # dls[2]: the test file
+    assert not _rows(xt) & _rows(valid.x)  # no test image in the validation set
+    seen = torch.cat([b[1] for b in dls.valid])  # the loader yields the held-out labels, in order
+    assert torch.equal(seen.cpu(), valid.y)
+    again = fashion_mnist_dls(bs=64, n_train=1200, n_test=300, n_valid=200, device="cpu")
+    assert torch.equal(again.valid.dataset.x, valid.x)  # the seed fixes the draw
+    other = fashion_mnist_dls(bs=64, n_train=1200, n_test=300, n_valid=200, seed=0, device="cpu")
+    assert not torch.equal(other.valid.dataset.x, valid.x)
+
+
+@has_fmnist
+def test_without_n_valid_the_test_set_is_the_validation_set_as_before():
+    dls = fashion_mnist_dls(bs=64, n_train=500, n_test=100, device="cpu", aug=False)
+    assert len(dls) == 2 and len(dls.train_ds) == 500 and len(dls.valid_ds) == 100
+    with pytest.raises(ValueError, match="n_valid=500, but there are 500 training images"):
+        fashion_mnist_dls(bs=64, n_train=500, n_test=100, n_valid=500)
+
+
+def _halves(n: int, swap: bool = False) -> TensorImageDataset:
+    """Class 0: left half bright; class 1: right half bright (mirror images of each other)."""
+    y = torch.arange(n) % 2
+    x = torch.zeros(n, 1, 28, 28, dtype=torch.uint8)
+    x[y == 0, :, :, :14] = 255
+    x[y == 1, :, :, 14:] = 255
+    x = (x.float() + torch.randint(0, 40, x.shape)).clamp(max=255).to(torch.uint8)
+    return TensorImageDataset(x, 1 - y if swap else y, [str(c) for c in range(10)])
+
+
+def _tiny_dls(bs=256, n_train=None, n_test=None, seed=42, device=None, aug=True, n_valid=0):
+    """Train and validation learnable; the test set the same kind of images with the labels swapped."""
+    from fastvision.vision.lighting import IntToFloatTensor
+
+    torch.manual_seed(0)
+    dsets = [_halves(64), _halves(16), _halves(24, swap=True)]
+    return DataLoaders.from_dsets(*dsets, bs=8, after_batch=[IntToFloatTensor()], num_workers=0, device="cpu")
+
+
+@pytest.fixture
+def tiny_demo(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "fashion_mnist_dls", _tiny_dls)
+
+    def run(**kwargs):
+        return demo.run_demo(epochs=3, out=tmp_path / "out", lr_max=1e-2, quick=True, **kwargs)
+
+    return run
+
+
+def test_demo_reports_the_accuracy_on_the_test_set(tiny_demo, tmp_path, capsys):
+    r = tiny_demo(tta=False)
+    text = capsys.readouterr().out
+    assert r["valid_accuracy"] > 0.9  # learnt on held-out images labelled as in training...
+    assert r["accuracy"] < 0.1  # ...so the swapped test labels are all wrong: this is the test set
+    assert f"test accuracy: {r['accuracy']:.4f}" in text and "16 validation" in text and "24 test" in text
+    assert len(r["interp"].targs) == 24 and r["valid_accuracy_tta"] is None
+    assert r["accuracy"] == r["accuracy_no_tta"]
+    assert "most confused on the test set" in text and "1            -> 0            12" in text
+    for f in ("lr_find.png", "confusion_matrix.png", "top_losses.png", "model.json"):
+        assert (tmp_path / "out" / f).exists()
+
+
+def _plain_and_flipped(learn):
+    x, probs, _ = learn.get_preds(ds_idx=2, with_input=True)
+    with torch.no_grad():
+        flipped = learn.model.eval()(x.flip(-1)).softmax(1)
+    return probs, flipped
+
+
+def test_tta_averages_the_test_predictions_with_those_of_the_mirror_images(tiny_demo, capsys):
+    r = tiny_demo(tta=True)
+    probs, flipped = _plain_and_flipped(r["learn"])
+    assert (probs - flipped).abs().max() > 0.3  # mirror images are the other class here
+    assert torch.allclose(r["interp"].preds, (probs + flipped) / 2, atol=1e-5)
+    assert r["accuracy_no_tta"] == (probs.argmax(1) == r["interp"].targs).float().mean().item()
+    assert "with flip TTA" in capsys.readouterr().out and r["valid_accuracy_tta"] is not None
+
+
+def test_label_smoothing_is_the_loss_and_softens_the_predictions(tiny_demo):
+    hard, soft = tiny_demo(label_smoothing=0.0, tta=False), tiny_demo(label_smoothing=0.4, tta=False)
+    assert isinstance(hard["learn"].loss_func, CrossEntropyLossFlat)
+    assert (
+        isinstance(soft["learn"].loss_func, LabelSmoothingCrossEntropy) and soft["learn"].loss_func.eps == 0.4
+    )
+    assert soft["interp"].preds.max(1)[0].mean() < hard["interp"].preds.max(1)[0].mean() - 0.05
+
+
+class _Weights(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 2)
+        self.bn = nn.BatchNorm1d(2)
+
+    def forward(self, x):
+        return self.bn(self.lin(x))
+
+
+class _RecordWeights(Callback):
+    order = 70  # after WeightEMA's: sees the weights the optimiser just wrote, and those validation sees
+
+    def before_fit(self):
+        self.steps, self.valid_seen, self.after_valid = [], [], []
+
+    def after_step(self):
+        sd = self.learn.model.state_dict()
+        self.steps.append({k: v.clone() for k, v in sd.items() if v.is_floating_point()})
+
+    def before_validate(self):
+        self.valid_seen.append(self.learn.model.lin.weight.clone())
+
+    def after_validate(self):
+        self.after_valid.append(self.learn.model.lin.weight.clone())
+
+
+def test_weight_ema_averages_the_weights_and_leaves_the_average_in_the_model():
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 4), torch.arange(32) % 2
+    ds = torch.utils.data.TensorDataset(x, y)
+    dls = DataLoaders.from_dsets(ds, ds, bs=8, device="cpu")
+    model = _Weights()
+    start = {k: v.clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(), opt_func=SGD, lr=0.5)
+    ema, rec = WeightEMA(decay=0.9), _RecordWeights()
+    learn.fit(2, cbs=[ema, rec])
+    avg, avgs = dict(start), []
+    for n, w in enumerate(rec.steps, 1):  # the oracle: the same average in plain torch
+        d = min(0.9, (1 + n) / (10 + n))
+        avg = {k: d * avg[k] + (1 - d) * w[k] for k in avg}
+        avgs.append(avg)
+    got = model.state_dict()
+    assert len(rec.steps) == 8 and all(torch.allclose(got[k], v, atol=1e-6) for k, v in avg.items())
+    last = rec.steps[-1]["lin.weight"]
+    assert not torch.allclose(got["lin.weight"], last, atol=1e-3)  # the average is not the last weights
+    assert torch.allclose(rec.valid_seen[0], avgs[3]["lin.weight"], atol=1e-6)  # validation sees the average
+    assert torch.equal(rec.after_valid[0], rec.steps[3]["lin.weight"])  # then the training weights are back
+    ema.swap()
+    assert torch.equal(model.lin.weight, last)
