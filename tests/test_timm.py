@@ -7,28 +7,15 @@ import torch
 from safetensors.torch import save_file
 
 import fastvision.vision.arch as vl
-from fastvision.data.block import CategoryBlock, DataBlock
-from fastvision.data.items import RandomSplitter, get_image_files, parent_label
 from fastvision.optimizer import get_hyper, set_hyper
 from fastvision.vision.arch import create_vision_model
-from fastvision.vision.block import ImageBlock
 from fastvision.vision.learner import vision_learner
 from fastvision.vision.lighting import Normalize
 from fastvision.vision.models import TimmBody, arch_meta, create_timm_body
-from fastvision.vision.resize import Resize
 
 timm = pytest.importorskip("timm")
 
-
-def make_dls(folder, size=32, bs=4):
-    dblock = DataBlock(
-        blocks=(ImageBlock, CategoryBlock),
-        get_items=get_image_files,
-        get_y=parent_label,
-        splitter=RandomSplitter(seed=0),
-        item_tfms=Resize(size),
-    )
-    return dblock.dataloaders(folder, bs=bs, num_workers=0, path=folder)
+from test_vision_learner import make_dls  # noqa: E402  (the same small parent-label DataBlock)
 
 
 @pytest.fixture
