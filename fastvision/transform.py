@@ -22,10 +22,13 @@ class Transform:
     validation only. A transform receives one element of a sample or batch tuple at a time and returns
     anything it does not handle unchanged (e.g. `Resize` passes category indices through).
     Randomness must come from torch's RNG (`torch.rand`, `torch.randint`), which DataLoader workers seed.
+    `prefers_workers` marks batch transforms heavy enough (a resample) to run in the DataLoader's workers
+    when batches stay on the CPU (see `DataLoader`'s `batch_in_workers`).
     """
 
     order: int = 0
     split_idx: int | None = None
+    prefers_workers: bool = False
 
     def __call__(self, x: Any, split_idx: int | None = None) -> Any:
         """Apply `encodes` unless this transform is restricted to another split."""

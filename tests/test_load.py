@@ -204,6 +204,67 @@ def test_seeded_loaders_reproduce_order_and_augmentation(nw):
     assert sorted(torch.cat([bt[1] for bt in a[:3]]).tolist()) == list(range(12))  # an epoch is a permutation
 
 
+class PidLabel(Transform):
+    """Batch transform: replace the labels by the id of the process that ran the batch transforms."""
+
+    prefers_workers = True  # as augmentation: by default the workers run the batch transforms
+
+    def encodes(self, x, split_idx=None):
+        return torch.full_like(x, os.getpid()) if x.ndim == 1 else x
+
+
+class FailOnBatch(Transform):
+    def encodes(self, x, split_idx=None):
+        raise ArithmeticError(f"batch transform failed on a batch of {len(x)}")
+
+
+def test_batch_transforms_run_in_the_workers_on_the_cpu_with_the_same_draws():
+    def run(in_workers, nw=2, **kw):
+        tfms = [Jitter(), PidLabel()]
+        dl = DataLoader(IndexDS(12), bs=4, shuffle=True, num_workers=nw, after_batch=tfms, split_idx=0,
+                        seed=3, device="cpu", batch_in_workers=in_workers, **kw)  # fmt: skip
+        return dl, epoch(dl)
+
+    dl, here = run(True)
+    _, main = run(False)
+    _, nw0 = run(True, nw=0)
+    pids = {p for b in here for p in b[1].tolist()}
+    assert pids and os.getpid() not in pids  # the workers ran them
+    assert {p for b in main + nw0 for p in b[1].tolist()} == {os.getpid()}
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[0], c[0]) for a, b, c in zip(here, main, nw0))
+    assert all(a[0].dtype == torch.uint8 for a in here)
+    # new batch transforms reach the workers (they restart); moving off the CPU brings them back to main
+    dl.after_batch = [Jitter()]
+    assert all(b[1].max() < 12 for b in epoch(dl))
+    dl.after_batch = [PidLabel()]
+    assert os.getpid() not in {p for b in epoch(dl) for p in b[1].tolist()}
+    dl.device = "meta"
+    assert dl._torch_dl is None and dl._workers_fetcher().after_batch is None
+
+
+def test_elementwise_batch_transforms_stay_in_the_main_process_unless_asked():
+    from fastvision.vision.augment import aug_transforms
+    from fastvision.vision.lighting import IntToFloatTensor, Normalize
+
+    def fetcher(tfms, **kw):
+        return DataLoader(
+            IndexDS(8), bs=4, num_workers=2, after_batch=tfms, device="cpu", **kw
+        )._workers_fetcher()
+
+    elementwise = [IntToFloatTensor(), Normalize.from_stats([0.5] * 3, [0.2] * 3)]
+    assert fetcher(elementwise).after_batch is None  # float batches would be 4x the bytes to send
+    assert fetcher(elementwise, batch_in_workers=True).after_batch is not None
+    assert fetcher([*elementwise, *aug_transforms()]).after_batch is not None  # augmentation resamples
+    assert fetcher(aug_transforms(size=4)).after_batch is not None
+    assert fetcher(aug_transforms(), batch_in_workers=False).after_batch is None
+
+
+def test_batch_transform_error_in_a_worker_keeps_its_type_and_message():
+    dl = DataLoader(IndexDS(8), bs=4, num_workers=2, after_batch=[FailOnBatch()], device="cpu")
+    with pytest.raises(ArithmeticError, match="batch transform failed on a batch of 4"):
+        list(dl)
+
+
 def test_worker_exception_keeps_type_and_names_item():
     dl = DataLoader(IndexDS(8, fail_at=5), bs=4, num_workers=2, device="cpu")
     with pytest.raises(KeyError, match="no label for item 5.*item 5"):

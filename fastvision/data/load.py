@@ -4,7 +4,9 @@ Flow of one batch: the sampler (`data/samplers.py`) picks indices and the loader
 a worker process (or the main process when `num_workers=0`) builds it (`data/workers.py`): it reads
 `dataset[i]` (decoding images there: a dataset holds paths, never pixels), applies the item transforms
 and collates (`data/collate.py`); the main process moves the batch to `device` and applies the batch
-transforms under the batch's seed. Workers persist across epochs and are restarted when they died (a
+transforms under the batch's seed. When `device` is the CPU and there are workers, the workers apply the
+batch transforms too (the same draws, from the same seed), so augmentation runs in parallel instead of
+serially in the main process. Workers persist across epochs and are restarted when they died (a
 terminal's Ctrl-C reaches them too); a worker's error (or, with `on_bad_image='skip'`, a warning
 listing the unreadable files left out) reaches the main process.
 
@@ -32,7 +34,6 @@ from matplotlib.figure import Figure
 from ..transform import Pipeline, tfm_list
 from ..utils import default_device, to_device
 from .collate import collate
-from .deferred import DeferredBatch, materialize_all
 from .display import decoded_pairs, show_pairs
 from .samplers import BatchRequest, BatchSampler
 from .workers import (
@@ -40,7 +41,7 @@ from .workers import (
     Fetcher,
     WorkerError,
     raise_worker_error,
-    seeded,
+    run_batch_tfms,
     shutdown_workers,
     warn_bad_images,
     worker_loader,
@@ -48,8 +49,6 @@ from .workers import (
 )
 
 __all__ = ["DataLoader", "DataLoaders", "collate", "default_device", "default_num_workers"]
-
-_BATCH_SALT = 0x5BD1E995  # batch transforms draw from a stream apart from the item transforms'
 
 
 def default_num_workers() -> int:
@@ -125,6 +124,7 @@ class DataLoader:
         num_workers: worker processes; None uses `default_num_workers()`, 0 loads in the main process.
         after_item: transforms (or a `Pipeline`) run per item in the workers, with this loader's `split_idx`.
         after_batch: transforms (or a `Pipeline`) run per batch on `device`, with this loader's `split_idx`.
+            On the CPU with workers, resampling ones run in the workers (see `batch_in_workers`).
         device: where batches go (default `default_device()`).
         split_idx: 0 train, 1 valid (default `dataset.split_idx`); transforms restricted to a split use it.
         n_inp: how many leading elements of a batch are inputs (default `dataset.n_inp` or 1).
@@ -143,6 +143,14 @@ class DataLoader:
         collate_fn: replaces `collate` (a module-level function, so workers can receive it).
         batch_size: torch's name for `bs`, accepted so tutorial code runs; giving both with different
             values is a TypeError.
+        batch_in_workers: where the batch transforms run when `device` is the CPU and `num_workers > 0`.
+            None (default): in the workers, in parallel, when one of them resamples (`prefers_workers`:
+            augmentation, presizing); in the main process when they are elementwise only
+            (`IntToFloatTensor`, `Normalize`), cheaper than sending 4x the bytes (float32) from a worker.
+            True: always in the workers; False: always in the main process. The random draws are the
+            same wherever they run. Workers receive the transforms when they start: setting
+            `after_batch` or `device` restarts them, but a transform changed in place during training is
+            only seen by new workers (call `close()`, or pass False).
     """
 
     def __init__(
@@ -167,6 +175,7 @@ class DataLoader:
         timeout: float = 0,
         collate_fn: Callable | None = None,
         batch_size: int | None = None,
+        batch_in_workers: bool | None = None,
     ):
         if batch_size is not None:
             default = inspect.signature(type(self).__init__).parameters["bs"].default
@@ -191,7 +200,7 @@ class DataLoader:
         self.persistent_workers, self.on_bad_image, self.cache = persistent_workers, on_bad_image, cache
         self.seed = seed
         self.multiprocessing_context, self.prefetch_factor = multiprocessing_context, prefetch_factor
-        self.timeout, self.collate_fn = timeout, collate_fn
+        self.timeout, self.collate_fn, self.batch_in_workers = timeout, collate_fn, batch_in_workers
         base = seed if seed is not None else int(torch.randint(0, 2**62, ()).item())
         self._sample_gen = torch.Generator().manual_seed(base)
         self._worker_gen = torch.Generator().manual_seed(base + 1)
@@ -210,7 +219,10 @@ class DataLoader:
 
     @device.setter
     def device(self, device: torch.device | str) -> None:
-        self._device = torch.device(device)
+        device = torch.device(device)
+        if device != getattr(self, "_device", device):
+            self._stop_workers()  # whether the workers run the batch transforms depends on the device
+        self._device = device
 
     @property
     def after_item(self) -> Pipeline:
@@ -231,6 +243,7 @@ class DataLoader:
     def after_batch(self, tfms: Any) -> None:
         self._batch_tfms = tfm_list(tfms)
         self._after_batch = Pipeline(self._batch_tfms, split_idx=self.split_idx)
+        self._stop_workers()  # workers running the batch transforms hold the old ones
 
     @property
     def batch_sampler(self) -> Any:
@@ -257,6 +270,7 @@ class DataLoader:
     def _kwargs(self) -> dict:
         names = "bs shuffle drop_last num_workers device split_idx n_inp pin_memory persistent_workers seed"
         names += " on_bad_image cache multiprocessing_context prefetch_factor timeout collate_fn"
+        names += " batch_in_workers"
         kw = {k: getattr(self, k) for k in names.split()}
         return {**kw, "after_item": self._item_tfms, "after_batch": self._batch_tfms}
 
@@ -339,8 +353,20 @@ class DataLoader:
         self._stop_workers()
 
     def _stop_workers(self) -> None:
-        shutdown_workers(self._torch_dl)
+        shutdown_workers(getattr(self, "_torch_dl", None))
         self._torch_dl = None
+
+    def _workers_fetcher(self) -> Fetcher:
+        """The fetcher the workers receive: with the batch transforms when batches stay on the CPU."""
+        tfms = self._after_batch.tfms
+        wanted = self.batch_in_workers
+        if wanted is None:
+            wanted = any(getattr(t, "prefers_workers", False) for t in tfms)
+        if not (wanted and tfms and self.device.type == "cpu"):
+            return self._fetcher
+        fetcher = copy.copy(self._fetcher)
+        fetcher.after_batch = self._after_batch
+        return fetcher
 
     def _torch_loader(self) -> torch.utils.data.DataLoader:
         if self._torch_dl is not None and not workers_alive(self._torch_dl):
@@ -350,7 +376,7 @@ class DataLoader:
             opts = dict(multiprocessing_context=self.multiprocessing_context, timeout=self.timeout)
             opts.update(prefetch_factor=self.prefetch_factor, persistent_workers=self.persistent_workers)
             self._torch_dl = worker_loader(
-                self._fetcher, _Requests(self), self.num_workers, pin, self._worker_gen, **opts
+                self._workers_fetcher(), _Requests(self), self.num_workers, pin, self._worker_gen, **opts
             )
         return self._torch_dl
 
@@ -367,13 +393,6 @@ class DataLoader:
         else:
             yield from self._torch_loader()
 
-    def _apply(self, t: Any, x: Any) -> Any:
-        if isinstance(x, tuple):
-            return tuple(self._apply(t, o) for o in x)
-        if isinstance(x, DeferredBatch) and not getattr(t, "accepts_pending", False):
-            x = materialize_all(x)
-        return t(x, self.split_idx) if hasattr(t, "encodes") else t(x)
-
     def _finish(self, res: Fetched | WorkerError, bad: list[str]) -> tuple | None:
         """Raise a worker's error, or move the batch to the device and run the batch transforms."""
         if isinstance(res, WorkerError):
@@ -384,13 +403,10 @@ class DataLoader:
                 bad.append(path)
         if res.batch is None:
             return None
+        if res.done:  # a worker ran the batch transforms
+            return res.batch
         b = to_device(res.batch, self.device, non_blocking=self.pin_memory)
-        b = tuple(o.finish() if isinstance(o, DeferredBatch) else o for o in b)
-        if self._after_batch.tfms:
-            with seeded((res.request.seed + _BATCH_SALT) % 2**63):
-                for t in self._after_batch.tfms:
-                    b = self._apply(t, b)
-        return materialize_all(b)
+        return run_batch_tfms(b, self._after_batch, res.request.seed)
 
     def __iter__(self) -> Iterator[tuple]:
         self._begin_epoch()

@@ -30,9 +30,20 @@ from PIL import Image
 
 from ..transform import Pipeline
 from .collate import collate, item_path
+from .deferred import DeferredBatch, materialize_all
 from .samplers import BatchRequest
 
-__all__ = ["Fetcher", "Fetched", "WorkerError", "seeded", "raise_worker_error", "warn_bad_images"]
+__all__ = [
+    "Fetcher",
+    "Fetched",
+    "WorkerError",
+    "seeded",
+    "run_batch_tfms",
+    "raise_worker_error",
+    "warn_bad_images",
+]
+
+_BATCH_SALT = 0x5BD1E995  # batch transforms draw from a stream apart from the item transforms'
 
 
 def _is_bad_image(e: BaseException) -> bool:
@@ -59,6 +70,25 @@ def seeded(seed: int) -> Iterator[None]:
         np.random.set_state(npy)
 
 
+def _apply(t: Any, x: Any, split_idx: int | None) -> Any:
+    if isinstance(x, tuple):
+        return tuple(_apply(t, o, split_idx) for o in x)
+    if isinstance(x, DeferredBatch) and not getattr(t, "accepts_pending", False):
+        x = materialize_all(x)
+    return t(x, split_idx) if hasattr(t, "encodes") else t(x)
+
+
+def run_batch_tfms(b: tuple, tfms: Pipeline, seed: int) -> tuple:
+    """Finish a collated batch (already on its device): the batch transforms under the batch's `seed`
+    (the same draws in a worker and in the main process), then every deferred part materialized."""
+    b = tuple(o.finish() if isinstance(o, DeferredBatch) else o for o in b)
+    if tfms.tfms:
+        with seeded((seed + _BATCH_SALT) % 2**63):
+            for t in tfms.tfms:
+                b = _apply(t, b, tfms.split_idx)
+    return materialize_all(b)
+
+
 @dataclass
 class WorkerError:
     """An exception caught while building a batch, carried back to the main process."""
@@ -73,18 +103,20 @@ class WorkerError:
 
 @dataclass
 class Fetched:
-    """A batch built by `Fetcher` (None when every item was unreadable and skipped), with its request and
-    the `(index, path)` of the unreadable images left out of it."""
+    """A batch built by `Fetcher` (None when every item was unreadable and skipped), with its request,
+    the `(index, path)` of the unreadable images left out of it, and whether the batch transforms ran."""
 
     batch: tuple | None
     request: BatchRequest
     bad: list[tuple[int, str]] = field(default_factory=list)
+    done: bool = False
 
     def pin_memory(self) -> Fetched:
         """Pin the batch's tensors (called by torch's pin-memory thread)."""
         from torch.utils.data._utils.pin_memory import pin_memory
 
-        return Fetched(None if self.batch is None else pin_memory(self.batch), self.request, self.bad)
+        batch = None if self.batch is None else pin_memory(self.batch)
+        return Fetched(batch, self.request, self.bad, self.done)
 
 
 def _marker(e: BaseException, index: int | None, path: str | None) -> WorkerError:
@@ -98,7 +130,8 @@ def _marker(e: BaseException, index: int | None, path: str | None) -> WorkerErro
 
 
 class Fetcher(torch.utils.data.Dataset):
-    """Build one batch from a `BatchRequest`: `dataset[i]`, `after_item`, collate.
+    """Build one batch from a `BatchRequest`: `dataset[i]`, `after_item`, collate, and `after_batch` when
+    it is set (the loader sets it on the workers' copy when batches stay on the CPU).
 
     Used as the dataset of the wrapped torch loader (its sampler yields requests). With `cache=True`,
     samples (decoded images and labels, before item transforms) are kept in this object's dict, i.e. in
@@ -116,6 +149,7 @@ class Fetcher(torch.utils.data.Dataset):
     ):
         self.dataset, self.after_item, self.on_bad_image = dataset, after_item, on_bad_image
         self.cache, self.collate_fn = cache, collate_fn
+        self.after_batch: Pipeline | None = None
         self.items = getattr(dataset, "items", None)
         self._cache: dict[int, Any] = {}
         self._bad: set[int] = set()
@@ -148,7 +182,7 @@ class Fetcher(torch.utils.data.Dataset):
     def __getitem__(self, req: BatchRequest) -> Fetched | WorkerError:
         if self._tensors is not None:
             idx = torch.as_tensor(req.idxs)
-            return Fetched(tuple(t[idx] for t in self._tensors), req)
+            return self._done(tuple(t[idx] for t in self._tensors), req, [])
         bad: list[tuple[int, str]] = []
         used, samples = [], []
         with seeded(req.seed):
@@ -170,7 +204,15 @@ class Fetcher(torch.utils.data.Dataset):
             return Fetched(None, req, bad)
         try:
             b = collate(samples, used, self.items) if self.collate_fn is None else self.collate_fn(samples)
-            return Fetched(tuple(b) if isinstance(b, list) else b, req, bad)
+        except Exception as e:
+            return _marker(e, None, None)
+        return self._done(tuple(b) if isinstance(b, list) else b, req, bad)
+
+    def _done(self, b: Any, req: BatchRequest, bad: list[tuple[int, str]]) -> Fetched | WorkerError:
+        if self.after_batch is None:
+            return Fetched(b, req, bad)
+        try:
+            return Fetched(run_batch_tfms(b, self.after_batch, req.seed), req, bad, done=True)
         except Exception as e:
             return _marker(e, None, None)
 

@@ -102,6 +102,7 @@ class AffineGroup(Transform):
     """
 
     order, split_idx, accepts_pending = 30, None, True
+    prefers_workers = True  # one grid_sample per batch: worth running in parallel in the CPU's workers
 
     def __init__(
         self,
