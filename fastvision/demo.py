@@ -183,6 +183,7 @@ def run_demo(
     widths: Sequence[int] = (32, 64, 128),
     depth: int = 1,
     stem_stride: int = 2,
+    cbs: Sequence[Callback] = (),
 ) -> dict:
     """Train, evaluate, interpret and export on Fashion-MNIST; print the results and return them.
 
@@ -203,6 +204,7 @@ def run_demo(
             mirror images (True).
         ema: decay of a `WeightEMA` of the weights, used after training (None: the last weights).
         widths, depth, stem_stride: of the `resnet_small` ((32, 64, 128), 1, 2).
+        cbs: callbacks for the training run only, e.g. `[MixUp()]` (none).
     """
     import matplotlib
 
@@ -248,6 +250,7 @@ def run_demo(
         epochs = 1 if quick else _epochs_for_budget(learn, budget, t_iter)
     extras = [f"label smoothing {label_smoothing}"] if label_smoothing else []
     extras += [f"weight EMA {ema}"] if ema else []
+    extras += [repr(cb) for cb in cbs]
     print(
         f"lr_find: valley {sugg.valley:.2e}; training {epochs} epochs of one-cycle at lr_max {lr:.2e}"
         + "".join(f", {e}" for e in extras)
@@ -255,7 +258,7 @@ def run_demo(
 
     averager = WeightEMA(ema) if ema else None
     t = time.time()
-    learn.fit_one_cycle(epochs, lr, cbs=averager)
+    learn.fit_one_cycle(epochs, lr, cbs=[*cbs, *([averager] if averager else [])])
     train_time = time.time() - t
     probs, tta_probs, targs = _predict(learn, 1, tta)
     valid_acc, valid_tta = _acc(probs, targs), None if tta_probs is None else _acc(tta_probs, targs)

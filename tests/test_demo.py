@@ -168,3 +168,39 @@ def test_weight_ema_averages_the_weights_and_leaves_the_average_in_the_model():
     assert torch.equal(rec.after_valid[0], rec.steps[3]["lin.weight"])  # then the training weights are back
     ema.swap()
     assert torch.equal(model.lin.weight, last)
+
+
+def test_training_callbacks_such_as_mixup_run_in_training_only(tiny_demo, capsys):
+    from fastvision.callback.mixup import MixUp
+
+    class Seen(Callback):
+        def before_fit(self):
+            self.lams, self.losses = [], []
+
+        def after_loss(self):  # after MixUp's before_batch: the mixed loss is the one in use
+            if not self.training:
+                return
+            self.lams.append(mix.lam.clone())
+            self.losses.append(repr(self.learn.loss_func))
+
+    mix, seen = MixUp(0.4), Seen()
+    r = tiny_demo(tta=False, cbs=[mix, seen])
+    assert len(seen.lams) == 3 * 8  # 64 training images, bs 8, 3 epochs: every training batch was mixed
+    assert all(((0.5 <= lam) & (lam <= 1)).all() for lam in seen.lams)
+    assert all(s.startswith("MixUp loss of") for s in seen.losses)
+    assert isinstance(r["learn"].loss_func, LabelSmoothingCrossEntropy)  # put back after training
+    assert "MixUp(alpha=0.4)" in capsys.readouterr().out
+    assert mix not in r["learn"].cbs  # for the training run only
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [([], []), (["--mixup", "0.4"], ["MixUp(alpha=0.4)"]), (["--cutmix", "1"], ["CutMix(alpha=1)"])],
+)
+def test_demo_command_passes_mixup_and_cutmix(monkeypatch, flags, expected):
+    from fastvision.cli import main
+
+    got = {}
+    monkeypatch.setattr(demo, "run_demo", lambda **kw: got.update(kw))
+    assert main(["demo", "--epochs", "2", *flags]) in (0, None)
+    assert [repr(cb) for cb in got["cbs"]] == expected and got["epochs"] == 2

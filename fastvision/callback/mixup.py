@@ -93,6 +93,9 @@ class MixHandler(Callback):
         self._mix_loss = False
         self._old_lf: Any = None
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(alpha={self.alpha:g})"
+
     def _draw_lam(self, n: int, device: torch.device) -> Tensor:
         """`n` draws from Beta(alpha, alpha) with torch's global RNG (seed it for a repeatable run)."""
         a = torch.tensor(self.alpha)

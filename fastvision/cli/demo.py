@@ -11,10 +11,18 @@ __all__ = ["demo", "make_fashion_pets"]
 
 def demo(args: argparse.Namespace) -> None:
     """Train the small ResNet on the real Fashion-MNIST and report (`fastvision demo`)."""
+    from ..callback.mixup import CutMix, MixUp
     from ..demo import run_demo
 
+    cbs = [MixUp(args.mixup)] if args.mixup else [CutMix(args.cutmix)] if args.cutmix else []
     run_demo(
-        epochs=args.epochs, budget=args.budget, out=args.out, bs=args.bs, quick=args.quick, seed=args.seed
+        epochs=args.epochs,
+        budget=args.budget,
+        out=args.out,
+        bs=args.bs,
+        quick=args.quick,
+        seed=args.seed,
+        cbs=cbs,
     )
 
 

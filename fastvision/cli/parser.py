@@ -47,6 +47,16 @@ def _positive_int(s: str) -> int:
     return _whole(s, 1, "at least 1")
 
 
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
+    return v
+
+
 def _workers(s: str) -> int:
     return _whole(s, 0, "0 (load in the main process) or more")
 
@@ -210,6 +220,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--bs", type=_positive_int, default=256, help="batch size (default: %(default)s)")
     d.add_argument("--quick", action="store_true", help="a small subset and one epoch, for smoke tests")
     d.add_argument("--seed", type=int, default=42)
+    mix = d.add_mutually_exclusive_group()
+    mix.add_argument(
+        "--mixup",
+        type=_positive_float,
+        metavar="ALPHA",
+        help="train with MixUp(ALPHA), e.g. 0.4 (default: off)",
+    )
+    mix.add_argument(
+        "--cutmix",
+        type=_positive_float,
+        metavar="ALPHA",
+        help="train with CutMix(ALPHA), e.g. 1.0 (default: off)",
+    )
 
     fp = sub.add_parser(
         "make-fashion-pets", help="build an Oxford-Pets-shaped JPEG folder from the real Fashion-MNIST"
