@@ -73,7 +73,8 @@ class PendingBatch(DeferredBatch):
     """A collated batch of `PendingImage`s: one zero-padded uint8 canvas and per-item geometry.
 
     Args:
-        canvas: uint8 B x C x H x W, item i occupies `canvas[i, :, :hw[i,0], :hw[i,1]]`.
+        canvas: uint8 B x C x H x W (channels-last memory on the CPU), item i occupies
+            `canvas[i, :, :hw[i,0], :hw[i,1]]`.
         hw: long B x 2, the (h, w) of each item's pixels inside the canvas.
         window: float B x 4, each item's (x0, y0, x1, y1) window in its own pixel coordinates.
         size: the promised (height, width) of every item (all items of a batch share it).
@@ -153,8 +154,9 @@ def collate_pending(items: list[PendingImage]) -> PendingBatch:
     on_device = all(p.pixels is None for p in items)  # nothing to copy: the canvas is made on the device
     if on_device:
         canvas = torch.empty(shape, dtype=torch.uint8, device="meta")
-    else:  # written once: each item's pixels, zeros only around them (in shared memory in a worker)
-        canvas = batch_empty(shape, torch.uint8)
+    else:  # written once: each item's pixels, zeros only around them (in shared memory in a worker);
+        # channels-last, the layout decoded pixels have, so rows copy whole (and grid_sample reads it faster)
+        canvas = batch_empty(shape, torch.uint8, channels_last=True)
     encoded = []
     for i, p in enumerate(items):
         if p.pixels is None:

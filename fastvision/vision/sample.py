@@ -7,11 +7,13 @@ padding relative to the item's own extent `hw[i]` (reflection folds, border clam
 canvas beyond the item) -> canvas-normalised coordinates for one `grid_sample(align_corners=True)`.
 
 On the CPU a uint8 source is converted to float32 only where the grid reads, item by item, into a buffer the
-caller keeps between batches (a fresh 160 MB allocation per batch costs more than the conversion).
+caller keeps between batches (a fresh 160 MB allocation per batch costs more than the conversion); the
+sampling coordinates and the grid reuse the caller's buffers the same way.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -46,6 +48,16 @@ def _prefilter_factor(lmat: torch.Tensor, half: torch.Tensor, size: tuple[int, i
     sy = jac[:, :, 1].norm(dim=1) * 2 / max(size[0] - 1, 1)
     step = float(torch.minimum(sx, sy).min())
     return int(step / 2 + 0.5) if step > 2 else 1
+
+
+def _buffer(cache: dict | None, key: str, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """A float32 tensor of `shape`: a view of `cache[key]` (grown as needed, huge pages) on the CPU."""
+    if cache is None or device.type != "cpu":
+        return torch.empty(shape, device=device)
+    n = math.prod(shape)
+    if cache.get(key) is None or cache[key].numel() < n:
+        cache[key] = advise_huge_pages(torch.empty(n))
+    return cache[key][:n].view(shape)
 
 
 def _item_spans(v: torch.Tensor, n: int, margin: int) -> list[tuple[int, int]]:
@@ -95,12 +107,13 @@ def resample(
     mat = to_px @ lmat.to(dev)
     xs, ys = _axis(size[1], align_corners, dev), _axis(size[0], align_corners, dev)
 
-    def coord(r: torch.Tensor) -> torch.Tensor:  # separable: one broadcast add per coordinate
-        return (r[:, :1] * xs)[:, None, :] + (r[:, 1:2] * ys + r[:, 2:])[:, :, None]
+    def coord(r: torch.Tensor, key: str) -> torch.Tensor:  # separable: one broadcast add per coordinate
+        out = _buffer(cache, key, (bs, size[0], size[1]), dev)
+        return torch.add((r[:, :1] * xs)[:, None, :], (r[:, 1:2] * ys + r[:, 2:])[:, :, None], out=out)
 
-    px, py = coord(mat[:, 0]), coord(mat[:, 1])
+    px, py = coord(mat[:, 0], "px"), coord(mat[:, 1], "py")
     if bool((lmat[:, 2, :2] != 0).any()):
-        pz = coord(mat[:, 2])
+        pz = coord(mat[:, 2], "pz")
         px, py = px.div_(pz), py.div_(pz)
     h, w = hw[:, 0].view(bs, 1, 1), hw[:, 1].view(bs, 1, 1)
     if pad_mode == "reflection":
@@ -119,9 +132,11 @@ def resample(
         )
     img = src[:, :, r0:r1, c0:c1]
     if cpu and cache is not None and img.dtype != torch.float32:
-        if cache.get("buf") is None or cache["buf"].numel() < img.numel():
-            cache["buf"] = advise_huge_pages(torch.empty(img.numel()))
-        buf = cache["buf"][: img.numel()].view(img.shape)
+        b_, c_, h_, w_ = img.shape
+        if img.stride(1) == 1 and c_ > 1:  # channels-last source: so is the copy (faster to sample)
+            buf = _buffer(cache, "buf", (b_, h_, w_, c_), dev).permute(0, 3, 1, 2)
+        else:
+            buf = _buffer(cache, "buf", (b_, c_, h_, w_), dev)
         if k > 1:  # the pre-filter pools the whole region
             img = buf.copy_(img)
         else:  # each item's own span: the grid reads nothing else (the rest holds older finite pixels)
@@ -138,7 +153,10 @@ def resample(
     else:
         px, py = px.sub_(c0), py.sub_(r0)
     nh, nw = img.shape[-2:]
-    coords = torch.stack([px.mul_(2 / max(nw - 1, 1)).sub_(1), py.mul_(2 / max(nh - 1, 1)).sub_(1)], -1)
+    coords = _buffer(cache, "grid", (bs, size[0], size[1], 2), dev)
+    sx, sy = 2 / max(nw - 1, 1), 2 / max(nh - 1, 1)  # pixels -> [-1, 1]: (p - (n-1)/2) * 2/(n-1)
+    torch.mul(px.sub_(1 / sx), sx, out=coords[..., 0])
+    torch.mul(py.sub_(1 / sy), sy, out=coords[..., 1])
     padding = "zeros" if pad_mode == "zeros" else "border"  # reflection/border coords are already inside
     out = F.grid_sample(img, coords, mode=mode, padding_mode=padding, align_corners=True)
     return out.div_(255).clamp_(0, 1) if src.dtype == torch.uint8 else out.to(src.dtype)
