@@ -203,4 +203,6 @@ def test_demo_command_passes_mixup_and_cutmix(monkeypatch, flags, expected):
     got = {}
     monkeypatch.setattr(demo, "run_demo", lambda **kw: got.update(kw))
     assert main(["demo", "--epochs", "2", *flags]) in (0, None)
-    assert [repr(cb) for cb in got["cbs"]] == expected and got["epochs"] == 2
+    assert [repr(cb) for cb in got["cbs"]] == expected and got["epochs"] == 2 and got["lr_max"] is None
+    main(["demo", "--lr-max", "6e-3"])
+    assert got["lr_max"] == 6e-3

@@ -22,6 +22,7 @@ def demo(args: argparse.Namespace) -> None:
         bs=args.bs,
         quick=args.quick,
         seed=args.seed,
+        lr_max=args.lr_max,
         cbs=cbs,
     )
 

@@ -220,6 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--bs", type=_positive_int, default=256, help="batch size (default: %(default)s)")
     d.add_argument("--quick", action="store_true", help="a small subset and one epoch, for smoke tests")
     d.add_argument("--seed", type=int, default=42)
+    d.add_argument(
+        "--lr-max",
+        type=_positive_float,
+        default=None,
+        help="one-cycle peak lr (default: 10 x lr_find's valley, within [3e-3, 1e-2])",
+    )
     mix = d.add_mutually_exclusive_group()
     mix.add_argument(
         "--mixup",
