@@ -4,9 +4,9 @@ Flow of one batch: the sampler (`data/samplers.py`) picks indices and the loader
 a worker process (or the main process when `num_workers=0`) builds it (`data/workers.py`): it reads
 `dataset[i]` (decoding images there: a dataset holds paths, never pixels), applies the item transforms
 and collates (`data/collate.py`); the main process moves the batch to `device` and applies the batch
-transforms under the batch's seed. When `device` is the CPU and there are workers, the workers apply the
-batch transforms too (the same draws, from the same seed), so augmentation runs in parallel instead of
-serially in the main process. Workers persist across epochs and are restarted when they died (a
+transforms under the batch's seed. When `device` is the CPU and a batch transform resamples
+(augmentation, presizing), the workers apply the batch transforms instead (the same draws, from the same
+seed), so the augmentation runs in parallel rather than serially in the main process. Workers persist across epochs and are restarted when they died (a
 terminal's Ctrl-C reaches them too); a worker's error (or, with `on_bad_image='skip'`, a warning
 listing the unreadable files left out) reaches the main process.
 
