@@ -276,6 +276,44 @@ def test_show_every_prints_the_last_epoch_when_the_fit_is_stopped(capsys):
     assert _printed_epochs(capsys.readouterr().out) == [0, 5, 6]
 
 
+def test_notebook_status_lines_stay_when_later_epoch_rows_are_written(monkeypatch):
+    from fastprogress.fastprogress import NBMasterBar
+
+    final = []
+
+    class NBHeadless(NBMasterBar):  # fastprogress's notebook bar, minus the display (no kernel here)
+        def update(self, val):
+            pass
+
+        def on_iter_end(self):
+            final.append([str(p) for p in self.text_parts])
+
+    class Bar:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def update(self, val):
+            pass
+
+        def on_iter_end(self):
+            pass
+
+    monkeypatch.setattr(ProgressCallback, "_bars", lambda self: (NBHeadless, Bar))
+
+    class Status(Callback):
+        order = 70
+
+        def after_epoch(self):
+            if self.learn.epoch == 0:
+                self.learn.logger("Epoch 0: reducing lr to 1e-4")
+
+    learn = make_learner(n_train=4, n_valid=2, cbs=[Status()])
+    learn.fit(3)
+    (parts,) = final
+    assert "Epoch 0: reducing lr to 1e-4" in " ".join(parts[1:])  # still shown after epochs 1 and 2
+    assert all(f"<td>{e}</td>" in parts[0] for e in "012")  # the table has every epoch
+
+
 def test_show_every_is_checked():
     with pytest.raises(ValueError, match=r"show_every=0 must be an int >= 1"):
         ProgressCallback(show_every=0)

@@ -79,6 +79,7 @@ class ProgressCallback(Callback):
         self._old_logger = learn.logger
         self._widths: list[int] | None = None
         self._held_row = None
+        self._notes: list[str] = []  # status lines, written again after each notebook table update
         if learn.logger is _noop:  # no_logging(): no table, no bars
             self.mbar = self.pbar = None
             return
@@ -175,11 +176,14 @@ class ProgressCallback(Callback):
         nb = self.mbar is not None and self._mcls.__name__.startswith("NB")
         if isinstance(log, str):
             if nb:
+                self._notes.append(log)
                 self.mbar.write(log)
                 return
             line = log
         elif nb:
             self.mbar.write([f"{v:.6f}" if isinstance(v, float) else str(v) for v in log], table=True)
+            for note in self._notes:  # fastprogress redraws the table alone: put the status lines back
+                self.mbar.write(note)
             return
         else:
             line, widths = format_row(log, self._widths)
