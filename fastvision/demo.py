@@ -197,7 +197,7 @@ def run_demo(
         bs: batch size.
         quick: a 2,048-image subset and one epoch, for smoke tests.
         seed: seed of the whole run.
-        lr_max: one-cycle peak lr (None: 10 x lr_find's valley, within [3e-3, 1e-2]).
+        lr_max: one-cycle peak lr (None: 10 x lr_find's valley, within [5e-3, 1e-2]).
         n_valid: training images held out for validation (5000); the test set is only used at the end.
         label_smoothing: `LabelSmoothingCrossEntropy` eps (0.1); 0 trains with plain cross entropy.
         tta: test (and final validation) accuracy averages the predictions on the images and their
@@ -245,7 +245,7 @@ def run_demo(
 
     plt.gcf().savefig(out / "lr_find.png", dpi=100)
     plt.close("all")
-    lr = lr_max or float(min(max(sugg.valley * 10, 3e-3), 1e-2))  # valley is conservative for one-cycle
+    lr = lr_max or float(min(max(sugg.valley * 10, 5e-3), 1e-2))  # valley is conservative for one-cycle
     if epochs is None:
         epochs = 1 if quick else _epochs_for_budget(learn, budget, t_iter)
     extras = [f"label smoothing {label_smoothing}"] if label_smoothing else []

@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr-max",
         type=_positive_float,
         default=None,
-        help="one-cycle peak lr (default: 10 x lr_find's valley, within [3e-3, 1e-2])",
+        help="one-cycle peak lr (default: 10 x lr_find's valley, within [5e-3, 1e-2])",
     )
     mix = d.add_mutually_exclusive_group()
     mix.add_argument(
