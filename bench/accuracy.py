@@ -3,15 +3,18 @@
 Same data (the real Fashion-MNIST IDX files; the same `n_valid` training images, drawn with the same
 seed, held out for validation; the test set evaluated once, after training), same model (the demo's
 `resnet_small(n_in=1, widths, depth, stem_stride)`, re-declared in plain PyTorch inside the fastai
-script), same batch size, same augmentation (flip, rotate 5, zoom 1.15, one `aug_transforms` call in
-each library), same loss (label smoothing as the demo's), same optimiser settings (AdamW-style Adam,
-wd 0.05, one-cycle at the same lr_max), same flip test-time augmentation, same rule for the epoch count:
+script), same batch size, same augmentation (the demo's `aug`, one `aug_transforms` call in each library), same
+loss (label smoothing as the demo's), same optimiser settings (AdamW-style Adam, the demo's wd, one-cycle
+at the same lr_max), same flip test-time augmentation, same rule for the epoch count:
 as many epochs as fit the budget at the per-batch time each library measures on its own first batches.
 The recipe is read from `run_demo`'s defaults, so the two stay in step with `fastvision demo`.
 fastai runs in `~/fastai-env`:
 `python -m venv ~/fastai-env && ~/fastai-env/bin/pip install torch==2.14.1 torchvision==0.29.1 fastai==2.8.12`.
 
-    python bench/accuracy.py [--budget 540] [--lr 5.4e-3]
+    python bench/accuracy.py [--budget 540] [--lr LR]
+
+Both libraries print their per-epoch table. Without `--lr`, fastvision picks lr_max with the demo's rule
+(lr_find) and fastai trains at the same value.
 """
 
 from __future__ import annotations
@@ -59,12 +62,14 @@ for i, nf in enumerate(cfg["widths"]):
     ni = nf
 model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(ni, 10))
 model = model.to(memory_format=torch.channels_last)
-tfms = [IntToFloatTensor(), *aug_transforms(max_rotate=5.0, max_zoom=1.15, max_warp=0.0, max_lighting=0.0,
-        pad_mode="zeros"), Normalize.from_stats([0.2860], [0.3530], cuda=False)]
+geometry = {"affine": dict(max_rotate=5.0, max_zoom=1.15), "flip": dict(max_rotate=0.0, max_zoom=1.0)}
+augs = [] if cfg["aug"] == "none" else aug_transforms(**geometry[cfg["aug"]], max_warp=0.0, max_lighting=0.0,
+                                                      pad_mode="zeros")
+tfms = [IntToFloatTensor(), *augs, Normalize.from_stats([0.2860], [0.3530], cuda=False)]
 dls = DataLoaders.from_dsets(ds(x[rest], y[rest]), ds(x[held], y[held]), bs=bs, after_batch=tfms,
                              num_workers=0, device="cpu")
 loss = LabelSmoothingCrossEntropyFlat(eps=eps) if eps else CrossEntropyLossFlat()
-learn = Learner(dls, model, loss_func=loss, metrics=accuracy, wd=0.05)
+learn = Learner(dls, model, loss_func=loss, metrics=accuracy, wd=cfg["wd"])
 class T(Callback):
     def before_fit(self): self.st = []
     def after_batch(self):
@@ -73,8 +78,10 @@ class T(Callback):
 sd = {k: v.clone() for k, v in model.state_dict().items()}
 t = T(); learn.fit(1, 1e-4, cbs=t); model.load_state_dict(sd)  # timing only: start from the same weights
 d = sorted(b - a for a, b in zip(t.st[5:], t.st[6:])); tb = d[len(d)//2]
-epochs = max(1, min(100, int(budget // (tb * (len(dls.train) + 0.35 * len(dls.valid)) * 1.1))))
-learn = Learner(dls, model, loss_func=loss, metrics=accuracy, wd=0.05)
+epochs = max(1, min(100, int(budget // (tb * (len(dls.train) + 0.35 * len(dls.valid)) * cfg["margin"]))))
+print(f"fastai: {tb * 1e3:.0f} ms per batch on its first batches: {epochs} epochs of one-cycle at lr_max {lr:.2e}",
+      flush=True)
+learn = Learner(dls, model, loss_func=loss, metrics=accuracy, wd=cfg["wd"])
 t0 = time.time(); learn.fit_one_cycle(epochs, lr); tt = time.time() - t0
 valid_acc = float(learn.validate()[1])
 xt, yt = xy("t10k")
@@ -93,11 +100,12 @@ print(json.dumps({"epochs": epochs, "train_time": tt, "valid_accuracy": valid_ac
 
 def recipe() -> dict:
     """Return the demo's recipe: `run_demo`'s defaults that the fastai script needs."""
-    from fastvision.demo import run_demo
+    from fastvision.demo import BUDGET_MARGIN, run_demo
 
-    names = "bs seed n_valid label_smoothing tta widths depth stem_stride ema".split()
+    names = "bs seed n_valid label_smoothing tta widths depth stem_stride aug wd ema".split()
     ps = inspect.signature(run_demo).parameters
     cfg = {k: ps[k].default for k in names}
+    cfg["margin"] = BUDGET_MARGIN
     if cfg.pop("ema"):
         raise NotImplementedError("the fastai script has no weight EMA; add one to compare with it.")
     return {**cfg, "widths": list(cfg["widths"])}
@@ -106,32 +114,45 @@ def recipe() -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", type=float, default=540.0, help="training seconds for each library (540)")
-    ap.add_argument("--lr", type=float, default=5.4e-3, help="one-cycle lr_max for both (5.4e-3)")
+    ap.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="one-cycle lr_max for both (default: the one the demo's rule picks)",
+    )
     a = ap.parse_args()
     from fastvision.demo import run_demo
 
     cfg = recipe()
-    print(f"recipe: {cfg}")
+    print(f"recipe: {cfg}", flush=True)
     t = time.time()
     ours = run_demo(budget=a.budget, out="/tmp/bench-accuracy", lr_max=a.lr)
     print(f"fastvision: test {ours['accuracy']:.4f} (validation {ours['valid_accuracy']:.4f}) in "
-          f"{ours['train_time']:.0f} s ({ours['epochs']} epochs; {time.time() - t:.0f} s in all)")  # fmt: skip
+          f"{ours['train_time']:.0f} s ({ours['epochs']} epochs; {time.time() - t:.0f} s in all)", flush=True)  # fmt: skip
     fa = Path.home() / "fastai-env" / "bin" / "python"
     if not fa.exists():
         print("fastai: ~/fastai-env missing; see this script's docstring to create it")
         return
-    args = [str(fa), "-c", FASTAI, str(a.budget), str(a.lr), json.dumps(cfg)]
-    out = subprocess.run(args, capture_output=True, text=True)
-    if out.returncode != 0:
-        print("fastai failed:", out.stderr[-2000:])
+    lr = ours["lr_max"]
+    args = [str(fa), "-c", FASTAI, str(a.budget), str(lr), json.dumps(cfg)]
+    lines = []
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        for line in proc.stdout:  # fastai's per-epoch table, as it trains; the last line is the JSON
+            lines.append(line)
+            if not line.startswith("{"):
+                print(line, end="", flush=True)
+        err = proc.stderr.read()
+    if proc.returncode != 0:
+        print("fastai failed:", err[-2000:])
         return
-    theirs = json.loads(out.stdout.strip().splitlines()[-1])
+    theirs = json.loads(lines[-1])
     print(
-        f"fastai 2.8.12: test {theirs['accuracy']:.4f} (validation {theirs['valid_accuracy']:.4f}) in "
-        f"{theirs['train_time']:.0f} s ({theirs['epochs']} epochs)"
+        f"fastai 2.8.12: test {theirs['accuracy']:.4f} with flip TTA ({theirs['accuracy_no_tta']:.4f} without), "
+        f"validation {theirs['valid_accuracy']:.4f}, in {theirs['train_time']:.0f} s ({theirs['epochs']} epochs)"
     )
-    print(f"same budget ({a.budget:.0f} s): test accuracy {ours['accuracy']:.4f} vs {theirs['accuracy']:.4f}, "
-          f"epochs {ours['epochs']} vs {theirs['epochs']}")  # fmt: skip
+    print(f"same budget ({a.budget:.0f} s), lr_max {lr:.2e}: test accuracy {ours['accuracy']:.4f} vs "
+          f"{theirs['accuracy']:.4f}, epochs {ours['epochs']} vs {theirs['epochs']}")  # fmt: skip
 
 
 if __name__ == "__main__":

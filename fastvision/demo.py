@@ -19,6 +19,9 @@ from .callback.core import Callback, RunMode
 
 __all__ = ["run_demo", "fashion_mnist_dls", "FASHION_MNIST_STATS", "FlipInputs", "WeightEMA"]
 
+# The epoch count that fits the budget assumes epochs this much slower than lr_find's batches showed.
+BUDGET_MARGIN = 1.1
+
 # Per-channel mean/std of the Fashion-MNIST training images in [0, 1].
 FASHION_MNIST_STATS = ([0.2860], [0.3530])
 
@@ -29,7 +32,7 @@ def fashion_mnist_dls(
     n_test: int | None = None,
     seed: int = 42,
     device: torch.device | str | None = None,
-    aug: bool = True,
+    aug: bool | str = True,
     n_valid: int = 0,
 ):
     """Return DataLoaders of Fashion-MNIST tensors with batched augmentation.
@@ -40,7 +43,8 @@ def fashion_mnist_dls(
         n_test: use the first `n_test` test images (None: all 10,000).
         seed: seed of the loaders' shuffling and of the held-out draw (42).
         device: where batches go (None: the default device).
-        aug: flip, rotate 5 degrees and zoom up to 1.15 on the training batches (True).
+        aug: the training batches' augmentation: True or 'affine' (flip, rotate 5 degrees and zoom up to
+            1.15, in one resample), 'flip' (a horizontal flip only), False or 'none' (nothing).
         n_valid: 0 (default): the test set is the validation set, `dls.valid`. Otherwise hold out
             `n_valid` training images (a random draw fixed by `seed`) as `dls.valid`, train on the rest
             and put the test set in a third loader, `dls[2]`.
@@ -65,9 +69,13 @@ def fashion_mnist_dls(
             TensorImageDataset(train.x[held], train.y[held], train.vocab),
             test,
         ]
+    kinds = {True: "affine", False: "none", "affine": "affine", "flip": "flip", "none": "none"}
+    if aug not in kinds:
+        raise ValueError(f"aug={aug!r}: pass 'affine' (the default), 'flip' or 'none'.")
+    rotate, zoom = {"affine": (5.0, 1.15), "flip": (0.0, 1.0), "none": (0.0, 1.0)}[kinds[aug]]
     augs = (
-        aug_transforms(max_rotate=5.0, max_zoom=1.15, max_warp=0.0, max_lighting=0.0, pad_mode="zeros")
-        if aug
+        aug_transforms(max_rotate=rotate, max_zoom=zoom, max_warp=0.0, max_lighting=0.0, pad_mode="zeros")
+        if kinds[aug] != "none"
         else []
     )
     tfms = [IntToFloatTensor(), *augs, Normalize.from_stats(*FASHION_MNIST_STATS)]
@@ -153,7 +161,7 @@ class _BatchTimer(Callback):
 def _epochs_for_budget(learn, budget: float, t_iter: float) -> int:
     n_train = len(learn.dls.train)
     n_valid = len(learn.dls.valid)
-    per_epoch = t_iter * (n_train + 0.35 * n_valid) * 1.1  # validation: forward only; 10% margin
+    per_epoch = t_iter * (n_train + 0.35 * n_valid) * BUDGET_MARGIN  # validation: forward only
     return max(1, min(100, int(budget // per_epoch)))
 
 
@@ -183,6 +191,8 @@ def run_demo(
     widths: Sequence[int] = (32, 64, 128),
     depth: int = 1,
     stem_stride: int = 2,
+    aug: str = "affine",
+    wd: float = 0.05,
     cbs: Sequence[Callback] = (),
 ) -> dict:
     """Train, evaluate, interpret and export on Fashion-MNIST; print the results and return them.
@@ -204,6 +214,8 @@ def run_demo(
             mirror images (True).
         ema: decay of a `WeightEMA` of the weights, used after training (None: the last weights).
         widths, depth, stem_stride: of the `resnet_small` ((32, 64, 128), 1, 2).
+        aug: the training augmentation, 'affine' (flip, rotate 5, zoom 1.15), 'flip' or 'none' ('affine').
+        wd: AdamW's decoupled weight decay (0.05).
         cbs: callbacks for the training run only, e.g. `[MixUp()]` (none).
     """
     import matplotlib
@@ -221,7 +233,7 @@ def run_demo(
     n_train, n_test = (2048, 512) if quick else (None, None)
     if quick:
         n_valid = min(n_valid, 512)
-    dls = fashion_mnist_dls(bs=bs, n_train=n_train, n_test=n_test, seed=seed, n_valid=n_valid)
+    dls = fashion_mnist_dls(bs=bs, n_train=n_train, n_test=n_test, seed=seed, n_valid=n_valid, aug=aug)
     if len(dls) < 3:
         raise ValueError(
             f"run_demo needs n_valid > 0 (a validation set apart from the test set); got {n_valid}."
@@ -230,7 +242,7 @@ def run_demo(
         memory_format=torch.channels_last
     )
     loss = LabelSmoothingCrossEntropy(label_smoothing) if label_smoothing else CrossEntropyLossFlat()
-    learn = Learner(dls, model, loss_func=loss, metrics=accuracy, wd=0.05, path=out)
+    learn = Learner(dls, model, loss_func=loss, metrics=accuracy, wd=wd, path=out)
     print(
         f"fastvision demo: Fashion-MNIST, {len(dls.train_ds):,} training, {len(dls.valid_ds):,} validation "
         f"(held out from the training set) and {len(dls[2].dataset):,} test images, "
@@ -304,6 +316,7 @@ def run_demo(
         "valid_accuracy": valid_acc,
         "valid_accuracy_tta": valid_tta,
         "epochs": epochs,
+        "lr_max": lr,
         "train_time": train_time,
         "test_time": test_time,
         "most_confused": pairs,

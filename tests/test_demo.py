@@ -206,3 +206,59 @@ def test_demo_command_passes_mixup_and_cutmix(monkeypatch, flags, expected):
     assert [repr(cb) for cb in got["cbs"]] == expected and got["epochs"] == 2 and got["lr_max"] is None
     main(["demo", "--lr-max", "6e-3"])
     assert got["lr_max"] == 6e-3
+
+
+@has_fmnist
+@pytest.mark.parametrize("aug", ["flip", "none"])
+def test_aug_flip_mirrors_whole_images_and_none_leaves_them(aug):
+    dls = fashion_mnist_dls(bs=64, n_train=300, n_test=50, device="cpu", aug=aug)
+    train = dls.train.new(shuffle=False)  # the training transforms, in dataset order
+    x, _ = train.one_batch()
+    plain = dls.valid.new(train.dataset).one_batch()[0]  # the same images through validation's transforms
+    same = (x - plain).abs().flatten(1).amax(1) < 1e-5
+    mirrored = (x - plain.flip(-1)).abs().flatten(1).amax(1) < 1e-5
+    assert bool((same | mirrored).all())  # no rotation, zoom or resampling blur
+    assert bool(same.all()) if aug == "none" else 10 < int(mirrored.sum()) and 10 < int((~mirrored).sum())
+
+
+def test_aug_names_the_choices_when_wrong():
+    with pytest.raises(ValueError, match="aug='rotate': pass 'affine'"):
+        fashion_mnist_dls(bs=64, n_train=100, n_test=10, aug="rotate")
+
+
+def test_demo_passes_wd_and_aug_and_returns_the_lr_it_used(tmp_path, monkeypatch):
+    seen = {}
+
+    def dls(**kw):
+        seen.update(kw)
+        return _tiny_dls()
+
+    monkeypatch.setattr(demo, "fashion_mnist_dls", dls)
+    r = demo.run_demo(epochs=1, out=tmp_path / "o", quick=True, wd=0.3, aug="flip", tta=False)
+    assert r["learn"].wd == 0.3 and seen["aug"] == "flip"
+    assert 5e-3 <= r["lr_max"] <= 1e-2  # the lr rule's range, what was printed and trained with
+    assert max(r["learn"].recorder.lrs) == pytest.approx(r["lr_max"], rel=0.05)  # one-cycle's peak
+
+
+def test_epoch_count_fills_the_budget_with_the_margin():
+    class L:
+        class dls:
+            train, valid = range(200), range(20)
+
+    per_epoch = 0.01 * (200 + 0.35 * 20) * demo.BUDGET_MARGIN
+    assert demo._epochs_for_budget(L, 10 * per_epoch + 1e-6, 0.01) == 10
+    assert demo._epochs_for_budget(L, 10 * per_epoch - 1e-6, 0.01) == 9
+    assert demo._epochs_for_budget(L, 1.0, 0.01) == 1  # at least one epoch
+
+
+def test_demo_command_passes_aug_and_wd_only_when_given(monkeypatch):
+    from fastvision.cli import main
+
+    got = {}
+    monkeypatch.setattr(demo, "run_demo", lambda **kw: got.update(kw))
+    main(["demo"])
+    assert "aug" not in got and "wd" not in got  # run_demo's own defaults: the recipe
+    main(["demo", "--aug", "flip", "--wd", "0.01"])
+    assert got["aug"] == "flip" and got["wd"] == 0.01
+    with pytest.raises(SystemExit):
+        main(["demo", "--aug", "rotate"])
