@@ -236,7 +236,9 @@ def test_demo_passes_wd_and_aug_and_returns_the_lr_it_used(tmp_path, monkeypatch
     monkeypatch.setattr(demo, "fashion_mnist_dls", dls)
     r = demo.run_demo(epochs=1, out=tmp_path / "o", quick=True, wd=0.3, aug="flip", tta=False)
     assert r["learn"].wd == 0.3 and seen["aug"] == "flip"
-    assert 5e-3 <= r["lr_max"] <= 1e-2  # the lr rule's range, what was printed and trained with
+    assert (
+        demo.LR_RANGE[0] <= r["lr_max"] <= demo.LR_RANGE[1]
+    )  # the lr rule's range, what was printed and trained with
     assert max(r["learn"].recorder.lrs) == pytest.approx(r["lr_max"], rel=0.05)  # one-cycle's peak
 
 
@@ -262,3 +264,15 @@ def test_demo_command_passes_aug_and_wd_only_when_given(monkeypatch):
     assert got["aug"] == "flip" and got["wd"] == 0.01
     with pytest.raises(SystemExit):
         main(["demo", "--aug", "rotate"])
+
+
+def test_budget_run_says_its_epoch_estimate_and_stays_within_the_budget(tmp_path, monkeypatch, capsys):
+    import re
+
+    monkeypatch.setattr(demo, "fashion_mnist_dls", _tiny_dls)
+    r = demo.run_demo(budget=1.0, out=tmp_path / "o", lr_max=1e-2, tta=False)
+    m = re.search(
+        r"training (\d+) epochs \(about ([\d.]+) s each: (\d+) s of the 1 s budget\)", capsys.readouterr().out
+    )
+    assert m is not None and int(m[1]) == r["epochs"] >= 1
+    assert int(m[3]) <= 1 or r["epochs"] == 1  # the estimate fits the budget (or one epoch is the least)

@@ -224,15 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr-max",
         type=_positive_float,
         default=None,
-        help="one-cycle peak lr (default: 10 x lr_find's valley, within [5e-3, 1e-2])",
+        help="one-cycle peak lr (default: 10 x lr_find's valley, within [8e-3, 1.2e-2])",
     )
     d.add_argument(
         "--aug",
-        choices=("affine", "flip", "none"),
+        choices=("flip", "affine", "none"),
         default=None,
-        help="training augmentation: flip + rotate 5 + zoom 1.15, a flip only, or none (default: the recipe's)",
+        help="training augmentation: a horizontal flip (default), flip + rotate 5 + zoom 1.15, or none",
     )
-    d.add_argument("--wd", type=float, default=None, help="AdamW weight decay (default: the recipe's)")
+    d.add_argument("--wd", type=float, default=None, help="AdamW weight decay (default: 0.05)")
     mix = d.add_mutually_exclusive_group()
     mix.add_argument(
         "--mixup",
