@@ -11,7 +11,7 @@ The recipe is read from `run_demo`'s defaults, so the two stay in step with `fas
 fastai runs in `~/fastai-env`:
 `python -m venv ~/fastai-env && ~/fastai-env/bin/pip install torch==2.14.1 torchvision==0.29.1 fastai==2.8.12`.
 
-    python bench/accuracy.py [--budget 540] [--lr LR]
+    python bench/accuracy.py [--budget 570] [--lr LR]
 
 Both libraries print their per-epoch table. Without `--lr`, fastvision picks lr_max with the demo's rule
 (lr_find) and fastai trains at the same value.
@@ -119,7 +119,7 @@ def recipe() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--budget", type=float, default=540.0, help="training seconds for each library (540)")
+    ap.add_argument("--budget", type=float, default=570.0, help="training seconds for each library (570)")
     ap.add_argument(
         "--lr",
         type=float,

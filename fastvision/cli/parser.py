@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs", type=_positive_int, default=None, help="training epochs (default: fits the time budget)"
     )
     d.add_argument(
-        "--budget", type=float, default=540.0, help="training time budget in seconds (default: 540)"
+        "--budget", type=float, default=570.0, help="training time budget in seconds (default: 570)"
     )
     d.add_argument("--out", default="out/demo", help="output folder (default: %(default)s)")
     d.add_argument("--bs", type=_positive_int, default=256, help="batch size (default: %(default)s)")
