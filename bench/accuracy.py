@@ -63,9 +63,9 @@ for i, nf in enumerate(cfg["widths"]):
     ni = nf
 model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(ni, 10))
 model = model.to(memory_format=torch.channels_last)
-geometry = {"affine": dict(max_rotate=5.0, max_zoom=1.15), "flip": dict(max_rotate=0.0, max_zoom=1.0)}
-augs = [] if cfg["aug"] == "none" else aug_transforms(**geometry[cfg["aug"]], max_warp=0.0, max_lighting=0.0,
-                                                      pad_mode="zeros")
+rz = cfg["aug_geometry"]  # the demo's (max_rotate, max_zoom), or None for no augmentation
+augs = [] if rz is None else aug_transforms(max_rotate=rz[0], max_zoom=rz[1], max_warp=0.0, max_lighting=0.0,
+                                            pad_mode="zeros")
 tfms = [IntToFloatTensor(), *augs, Normalize.from_stats([0.2860], [0.3530], cuda=False)]
 dls = DataLoaders.from_dsets(ds(x[rest], y[rest]), ds(x[held], y[held]), bs=bs, after_batch=tfms,
                              num_workers=0, device="cpu")
@@ -106,12 +106,12 @@ TABLE = re.compile(r"(epoch\s+train_loss|\d+\s+[-\d.]+\s)")
 
 def recipe() -> dict:
     """Return the demo's recipe: `run_demo`'s defaults that the fastai script needs."""
-    from fastvision.demo import BUDGET_MARGIN, run_demo
+    from fastvision.demo import AUGS, BUDGET_MARGIN, run_demo
 
     names = "bs seed n_valid label_smoothing tta widths depth stem_stride aug wd ema".split()
     ps = inspect.signature(run_demo).parameters
     cfg = {k: ps[k].default for k in names}
-    cfg["margin"] = BUDGET_MARGIN
+    cfg["margin"], cfg["aug_geometry"] = BUDGET_MARGIN, AUGS[cfg["aug"]]
     if cfg.pop("ema"):
         raise NotImplementedError("the fastai script has no weight EMA; add one to compare with it.")
     return {**cfg, "widths": list(cfg["widths"])}

@@ -29,6 +29,9 @@ BUDGET_MARGIN = 1.0
 # on the validation split at 5 epochs, both above 5e-3 (docs/benchmarks.md).
 LR_RANGE = (8e-3, 1.2e-2)
 
+# The demo's training augmentations: name -> (max_rotate, max_zoom) of a flipping `aug_transforms`, or None.
+AUGS: dict[str, tuple[float, float] | None] = {"affine": (5.0, 1.15), "flip": (0.0, 1.0), "none": None}
+
 # Per-channel mean/std of the Fashion-MNIST training images in [0, 1].
 FASHION_MNIST_STATS = ([0.2860], [0.3530])
 
@@ -76,14 +79,16 @@ def fashion_mnist_dls(
             TensorImageDataset(train.x[held], train.y[held], train.vocab),
             test,
         ]
-    kinds = {True: "affine", False: "none", "affine": "affine", "flip": "flip", "none": "none"}
-    if aug not in kinds:
+    kind = ("affine" if aug else "none") if isinstance(aug, bool) else aug
+    if kind not in AUGS:
         raise ValueError(f"aug={aug!r}: pass 'affine' (the default), 'flip' or 'none'.")
-    rotate, zoom = {"affine": (5.0, 1.15), "flip": (0.0, 1.0), "none": (0.0, 1.0)}[kinds[aug]]
+    geometry = AUGS[kind]
     augs = (
-        aug_transforms(max_rotate=rotate, max_zoom=zoom, max_warp=0.0, max_lighting=0.0, pad_mode="zeros")
-        if kinds[aug] != "none"
-        else []
+        []
+        if geometry is None
+        else aug_transforms(
+            max_rotate=geometry[0], max_zoom=geometry[1], max_warp=0.0, max_lighting=0.0, pad_mode="zeros"
+        )
     )
     tfms = [IntToFloatTensor(), *augs, Normalize.from_stats(*FASHION_MNIST_STATS)]
     return DataLoaders.from_dsets(*dsets, bs=bs, after_batch=tfms, num_workers=0, seed=seed, device=device)
