@@ -21,6 +21,7 @@ from torchvision.models import (
 
 from .callback.core import *
 from .callback.fp16 import *
+from .callback.hard import *
 from .callback.loggers import *
 from .callback.mixup import *
 from .callback.progress import *

@@ -75,6 +75,7 @@ def tiny_demo(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "fashion_mnist_dls", _tiny_dls)
 
     def run(**kwargs):
+        kwargs.setdefault("hard_keep", 1.0)  # every image every epoch: the tiny task is learnt in 3 epochs
         return demo.run_demo(epochs=3, out=tmp_path / "out", lr_max=1e-2, quick=True, **kwargs)
 
     return run
@@ -276,3 +277,57 @@ def test_budget_run_says_its_epoch_estimate_and_stays_within_the_budget(tmp_path
     )
     assert m is not None and int(m[1]) == r["epochs"] >= 1
     assert int(m[3]) <= 1 or r["epochs"] == 1  # the estimate fits the budget (or one epoch is the least)
+
+
+class _TrainBatches(Callback):
+    def before_fit(self):
+        self.per_epoch = []
+
+    def before_train(self):
+        self.per_epoch.append(0)
+
+    def after_batch(self):
+        if self.learn.training:
+            self.per_epoch[-1] += 1
+
+
+@pytest.mark.parametrize("keep, batches", [(0.5, 4), (1.0, 8)])
+def test_hard_keep_trains_each_epoch_on_that_fraction(tiny_demo, capsys, keep, batches):
+    count = _TrainBatches()
+    r = tiny_demo(hard_keep=keep, cbs=[count])
+    assert count.per_epoch == [batches] * r["epochs"]  # 64 training images, bs 8
+    out = capsys.readouterr().out
+    assert ("HardExampleSampling(keep=0.5, beta=2.0): each epoch on 50% of the training images" in out) is (
+        keep < 1
+    )
+    assert len(r["learn"].dls.train) == 8  # the loader's own sampler is back
+
+
+def test_hard_keep_out_of_range_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"hard_keep=0: pass the fraction"):
+        demo.run_demo(hard_keep=0, out=tmp_path / "o", quick=True)
+
+
+def test_epoch_count_with_hard_keep_counts_the_batches_an_epoch_runs():
+    class L:
+        class dls:
+            train, valid = range(200), range(20)
+
+    half = 0.01 * (100 + 0.35 * 20) * demo.BUDGET_MARGIN
+    assert demo._epochs_for_budget(L, 10 * half + 1e-6, 0.01, keep=0.5) == 10
+    assert demo._epochs_for_budget(L, 10 * half + 1e-6, 0.01) == 5  # full epochs: 207 batch-times each
+
+
+def test_demo_command_passes_hard_keep_only_when_given(monkeypatch, capsys):
+    from fastvision.cli import main
+
+    got = {}
+    monkeypatch.setattr(demo, "run_demo", lambda **kw: got.update(kw))
+    main(["demo"])
+    assert "hard_keep" not in got
+    main(["demo", "--hard-keep", "1"])
+    assert got["hard_keep"] == 1.0
+    for bad in ("0", "1.5"):
+        with pytest.raises(SystemExit):
+            main(["demo", "--hard-keep", bad])
+    assert "must be a fraction in (0, 1], got 1.5" in capsys.readouterr().err

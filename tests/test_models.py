@@ -172,6 +172,26 @@ def test_tinyvgg_and_resnet_small_work_directly():
     _check_groups(net, groups)
 
 
+@pytest.mark.parametrize(
+    "size, stem_stride, widths, side", [(28, 2, (8, 16, 32), 4), (28, 1, (8, 16), 14), (29, 2, (4, 8), 8)]
+)
+def test_resnet_small_flat_head_sees_the_whole_last_feature_map(size, stem_stride, widths, side):
+    net = resnet_small(n_in=1, n_out=5, widths=widths, stem_stride=stem_stride, img_size=size)
+    assert isinstance(net[-3], nn.Identity) and net[-1].in_features == widths[-1] * side**2
+    x = torch.rand(2, 1, size, size)
+    assert net(x).shape == (2, 5)
+    assert tuple(nn.Sequential(*list(net)[:-3])(x).shape[-2:]) == (side, side)  # the body's output: what the Linear flattens
+    assert net.init_kwargs["img_size"] == size and ResNetSmall(**net.init_kwargs)(x).shape == (2, 5)
+    # where a feature is matters: a feature map and its mirror image give different logits
+    feats = torch.rand(1, widths[-1], side, side)
+    head = nn.Sequential(*list(net)[-3:])
+    assert not torch.allclose(head(feats), head(feats.flip(-1)))
+    with pytest.raises(ValueError, match=rf"takes {size}x{size} images; got 30x30. Resize the inputs"):
+        net(torch.rand(1, 1, 30, 30))
+    pooled = resnet_small(n_in=1, n_out=5, widths=widths, stem_stride=stem_stride)
+    assert isinstance(pooled[-3], nn.AdaptiveAvgPool2d) and pooled(torch.rand(1, 1, 30, 30)).shape == (1, 5)
+
+
 def test_create_body_counts_any_pooling_layer():
     """Issue #12 (fastai parity): the automatic cut counts max/avg pooling, not only adaptive pooling."""
 

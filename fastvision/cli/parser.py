@@ -57,6 +57,13 @@ def _positive_float(s: str) -> float:
     return v
 
 
+def _keep_fraction(s: str) -> float:
+    v = _positive_float(s)
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1], got {v}")
+    return v
+
+
 def _workers(s: str) -> int:
     return _whole(s, 0, "0 (load in the main process) or more")
 
@@ -233,6 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="training augmentation: a horizontal flip (default), flip + rotate 5 + zoom 1.15, or none",
     )
     d.add_argument("--wd", type=float, default=None, help="AdamW weight decay (default: 0.05)")
+    d.add_argument(
+        "--hard-keep",
+        type=_keep_fraction,
+        default=None,
+        metavar="FRACTION",
+        help="each epoch trains on this fraction of the training images, high losses first "
+        "(HardExampleSampling; default: 0.5; 1 trains on all of them every epoch)",
+    )
     mix = d.add_mutually_exclusive_group()
     mix.add_argument(
         "--mixup",

@@ -343,8 +343,11 @@ class _ResBlock(nn.Module):
 class ResNetSmall(nn.Sequential):
     """A small ResNet for 28-64 px images: 3x3 stem, one stage per width (stride 2 after the first).
 
-    Children: stem, one stage per width, AdaptiveAvgPool2d, Flatten, Linear. Residual branches end
-    with a zero-initialised BatchNorm, so every block starts as the identity.
+    Children: stem, one stage per width, then the head: AdaptiveAvgPool2d (Identity with `img_size`),
+    Flatten, Linear. Residual branches end with a zero-initialised BatchNorm, so every block starts as
+    the identity. With `img_size` the head flattens the last feature map instead of averaging it, so
+    the classifier sees where each feature is (a collar at the top, sleeves at the sides), and the net
+    takes only `img_size` x `img_size` inputs.
     """
 
     def __init__(
@@ -354,24 +357,40 @@ class ResNetSmall(nn.Sequential):
         widths: Sequence[int] = (32, 64, 128),
         depth: int = 1,
         stem_stride: int = 1,
+        img_size: int | None = None,
     ):
         layers: list[nn.Module] = [_conv_bn(n_in, widths[0], stride=stem_stride)]
-        ni = widths[0]
+        ni, side = widths[0], None if img_size is None else -(-img_size // stem_stride)
         for i, nf in enumerate(widths):
             blocks = [
                 _ResBlock(ni if j == 0 else nf, nf, 2 if (i > 0 and j == 0) else 1) for j in range(depth)
             ]
             layers.append(nn.Sequential(*blocks))
             ni = nf
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(ni, n_out)]
+            if side is not None and i > 0:
+                side = -(-side // 2)  # a stride-2 3x3 conv with padding 1: ceil(side / 2)
+        pool = nn.AdaptiveAvgPool2d(1) if side is None else nn.Identity()  # the head stays 3 layers
+        layers += [pool, nn.Flatten(), nn.Linear(ni * (side or 1) ** 2, n_out)]
         super().__init__(*layers)
+        self.img_size = img_size
         self.init_kwargs = {
             "n_in": n_in,
             "n_out": n_out,
             "widths": list(widths),
             "depth": depth,
             "stem_stride": stem_stride,
+            "img_size": img_size,
         }
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the class logits of a batch N x n_in x H x W (H = W = `img_size` when it is set)."""
+        if self.img_size is not None and tuple(x.shape[-2:]) != (self.img_size, self.img_size):
+            raise ValueError(
+                f"This ResNetSmall flattens its last feature map, so it takes {self.img_size}x{self.img_size} "
+                f"images; got {tuple(x.shape[-2:])[0]}x{tuple(x.shape[-2:])[-1]}. Resize the inputs to "
+                f"{self.img_size}, or build it with img_size=None (global average pooling, any size)."
+            )
+        return super().forward(x)
 
 
 def resnet_small(
@@ -380,9 +399,10 @@ def resnet_small(
     widths: Sequence[int] = (32, 64, 128),
     depth: int = 1,
     stem_stride: int = 1,
+    img_size: int | None = None,
 ) -> ResNetSmall:
     """Build a `ResNetSmall` (fast on CPU, for Fashion-MNIST / CIFAR-sized images)."""
-    return ResNetSmall(n_in, n_out, widths, depth, stem_stride)
+    return ResNetSmall(n_in, n_out, widths, depth, stem_stride, img_size)
 
 
 # ---- parameter groups --------------------------------------------------------------------------
