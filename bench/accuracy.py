@@ -2,16 +2,18 @@
 
 Same data (the real Fashion-MNIST IDX files; the same `n_valid` training images, drawn with the same
 seed, held out for validation; the test set evaluated once, after training), same model (the demo's
-`resnet_small(n_in=1, widths, depth, stem_stride)`, re-declared in plain PyTorch inside the fastai
-script), same batch size, same augmentation (the demo's `aug`, one `aug_transforms` call in each library), same
+`resnet_small(n_in=1, widths, depth, stem_stride, img_size)`, re-declared in plain PyTorch inside the fastai
+script), same batch size, same augmentation (the demo's `aug`, one `aug_transforms` call in each library),
+the same hard-example sampling (`HardExampleSampling`'s draw, re-written as a fastai callback), same
 loss (label smoothing as the demo's), same optimiser settings (AdamW-style Adam, the demo's wd, one-cycle
-at the same lr_max), same flip test-time augmentation, same rule for the epoch count:
-as many epochs as fit the budget at the per-batch time each library measures on its own first batches.
+at the same lr_max), same flip test-time augmentation, same time budget: each fit runs for `--budget`
+seconds with its one-cycle schedule spread over that time (fastvision's `TimeBudget`, re-written as a
+fastai callback), so each library trains as many batches as its speed allows.
 The recipe is read from `run_demo`'s defaults, so the two stay in step with `fastvision demo`.
 fastai runs in `~/fastai-env`:
 `python -m venv ~/fastai-env && ~/fastai-env/bin/pip install torch==2.14.1 torchvision==0.29.1 fastai==2.8.12`.
 
-    python bench/accuracy.py [--budget 570] [--lr LR]
+    python bench/accuracy.py [--budget 590] [--lr LR]
 
 Both libraries print their per-epoch table. Without `--lr`, fastvision picks lr_max with the demo's rule
 (lr_find) and fastai trains at the same value.
@@ -28,7 +30,7 @@ import time
 from pathlib import Path
 
 FASTAI = r"""
-import gzip, json, sys, time, numpy as np, torch
+import gzip, json, math, sys, time, numpy as np, torch
 from torch import nn
 from fastai.vision.all import *
 budget, lr, cfg = float(sys.argv[1]), float(sys.argv[2]), json.loads(sys.argv[3])
@@ -61,7 +63,9 @@ layers, ni = [conv_bn(1, cfg["widths"][0], cfg["stem_stride"])], cfg["widths"][0
 for i, nf in enumerate(cfg["widths"]):
     layers.append(nn.Sequential(*[Res(ni if j == 0 else nf, nf, 2 if i > 0 and j == 0 else 1) for j in range(cfg["depth"])]))
     ni = nf
-model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(ni, 10))
+side = 4 if cfg["flat_head"] else 1  # the demo's flat head sees the whole 4 x 4 map of a 28 px image
+pool = nn.Identity() if cfg["flat_head"] else nn.AdaptiveAvgPool2d(1)
+model = nn.Sequential(*layers, pool, nn.Flatten(), nn.Linear(ni * side * side, 10))
 model = model.to(memory_format=torch.channels_last)
 rz = cfg["aug_geometry"]  # the demo's (max_rotate, max_zoom), or None for no augmentation
 augs = [] if rz is None else aug_transforms(max_rotate=rz[0], max_zoom=rz[1], max_warp=0.0, max_lighting=0.0,
@@ -71,6 +75,47 @@ dls = DataLoaders.from_dsets(ds(x[rest], y[rest]), ds(x[held], y[held]), bs=bs, 
                              num_workers=0, device="cpu")
 loss = LabelSmoothingCrossEntropyFlat(eps=eps) if eps else CrossEntropyLossFlat()
 learn = Learner(dls, model, loss_func=loss, metrics=accuracy, wd=cfg["wd"])
+class Hard(Callback):  # fastvision's HardExampleSampling: `keep` of the items per epoch, weight rank(loss)**beta
+    def __init__(self, keep, beta): self.keep, self.beta, self.g = keep, beta, torch.Generator().manual_seed(1)
+    def before_fit(self):
+        dl = self.dls.train
+        self.n = len(dl.dataset); self.k = round(self.n * self.keep); self.old_n = dl.n
+        self.losses = torch.full((self.n,), float("inf"))
+        dl.n, dl.get_idxs = self.k, self.get_idxs  # fastai batches get_idxs() in order (num_workers=0)
+    def get_idxs(self):
+        rank = torch.ones(self.n); seen = self.losses.isfinite().nonzero().squeeze(1)
+        order = seen[self.losses[seen].argsort()]
+        rank[order] = torch.arange(1, len(order) + 1, dtype=torch.float) / self.n
+        idx = torch.multinomial(rank ** self.beta, self.k, replacement=False, generator=self.g)
+        self.idx, self.b = idx[torch.randperm(self.k, generator=self.g)].tolist(), 0
+        return self.idx
+    def after_loss(self):
+        if not self.training: return
+        bs = self.dls.train.bs; ids = self.idx[self.b * bs:(self.b + 1) * bs]; self.b += 1
+        old, self.learn.loss_func.reduction = self.learn.loss_func.reduction, "none"
+        with torch.no_grad(): l = self.learn.loss_func(self.pred, *self.yb)
+        self.learn.loss_func.reduction = old
+        if len(ids) == len(l): self.losses[ids] = l.float()
+    def after_fit(self):
+        self.dls.train.n = self.old_n; del self.dls.train.get_idxs
+class Budget(Callback):  # fastvision's TimeBudget: one-cycle spread over `seconds`, the fit ends within them
+    order = -5
+    def __init__(self, seconds): self.seconds = seconds
+    def before_fit(self): self.t0, self.tb, self.tv, self.stop, self.n = time.perf_counter(), 0.0, 0.0, False, 0
+    def before_train(self): self.last = None
+    def before_batch(self):
+        if not self.training: return
+        now = time.perf_counter()
+        if self.last is not None: self.tb = now - self.last
+        self.last = now
+        if self.n and now - self.t0 + self.tb + self.tv >= self.seconds: self.stop = True; raise CancelTrainException()
+        self.n += 1; self.learn.pct_train = min((now - self.t0) / self.seconds, 1.0)
+    def before_validate(self): self.v0 = time.perf_counter()
+    def after_validate(self):
+        now = time.perf_counter(); self.tv = now - self.v0
+        if now - self.t0 + self.tb + self.tv >= self.seconds: self.stop = True
+    def before_epoch(self):
+        if self.stop: raise CancelFitException()
 class T(Callback):
     def before_fit(self): self.st = []
     def after_batch(self):
@@ -81,11 +126,15 @@ t = T()
 with learn.no_bar(): learn.fit(1, 1e-4, cbs=t)
 model.load_state_dict(sd)  # timing only: start from the same weights
 d = sorted(b - a for a, b in zip(t.st[5:], t.st[6:])); tb = d[len(d)//4]  # as the demo: first quartile
-epochs = max(1, min(100, int(budget // (tb * (len(dls.train) + 0.35 * len(dls.valid)) * cfg["margin"]))))
-print(f"fastai: {tb * 1e3:.0f} ms per batch on its first batches: {epochs} epochs of one-cycle at lr_max {lr:.2e}",
-      flush=True)
+keep = cfg["hard_keep"]
+per_epoch = tb * (math.ceil(len(dls.train) * keep) + 0.35 * len(dls.valid))
+epochs = math.ceil(4 * budget / per_epoch) + 10  # an upper bound: Budget ends the fit
+print(f"fastai: {tb * 1e3:.0f} ms per batch on its first batches: {budget:.0f} s (about {budget / per_epoch:.0f} "
+      f"epochs) of one-cycle at lr_max {lr:.2e}", flush=True)
 learn = Learner(dls, model, loss_func=loss, metrics=accuracy, wd=cfg["wd"])
-t0 = time.time(); learn.fit_one_cycle(epochs, lr); tt = time.time() - t0
+hard = [Hard(keep, cfg["hard_beta"])] if keep < 1 else []
+t0 = time.time(); learn.fit_one_cycle(epochs, lr, cbs=[*hard, Budget(budget)]); tt = time.time() - t0
+epochs = len(learn.recorder.values)
 valid_acc = float(learn.validate()[1])
 xt, yt = xy("t10k")
 class Valid(list): split_idx = 1  # else `new` on a plain list would apply the training augmentation
@@ -106,12 +155,16 @@ TABLE = re.compile(r"(epoch\s+train_loss|\d+\s+[-\d.]+\s)")
 
 def recipe() -> dict:
     """Return the demo's recipe: `run_demo`'s defaults that the fastai script needs."""
-    from fastvision.demo import AUGS, BUDGET_MARGIN, run_demo
+    from fastvision.callback.hard import HardExampleSampling
+    from fastvision.demo import AUGS, run_demo
 
-    names = "bs seed n_valid label_smoothing tta widths depth stem_stride aug wd ema".split()
+    names = (
+        "bs seed n_valid label_smoothing tta widths depth stem_stride flat_head aug wd hard_keep ema".split()
+    )
     ps = inspect.signature(run_demo).parameters
     cfg = {k: ps[k].default for k in names}
-    cfg["margin"], cfg["aug_geometry"] = BUDGET_MARGIN, AUGS[cfg["aug"]]
+    cfg["aug_geometry"] = AUGS[cfg["aug"]]
+    cfg["hard_beta"] = inspect.signature(HardExampleSampling).parameters["beta"].default
     if cfg.pop("ema"):
         raise NotImplementedError("the fastai script has no weight EMA; add one to compare with it.")
     return {**cfg, "widths": list(cfg["widths"])}
@@ -119,7 +172,7 @@ def recipe() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--budget", type=float, default=570.0, help="training seconds for each library (570)")
+    ap.add_argument("--budget", type=float, default=590.0, help="training seconds for each library (590)")
     ap.add_argument(
         "--lr",
         type=float,

@@ -13,7 +13,7 @@ a time (the former recipe without hard-example sampling or the flat head, the fo
 lr_max, batch size, weight decay, no label smoothing, and training tricks that did not pay: selective
 backprop, alternating flips, progressive resizing).
 
-`--epochs` counts full passes over the training set: a variant with `hard_keep` 0.5 trains twice as many
+`--epochs` counts full passes over the training set: a variant with `hard_keep=0.5` trains twice as many
 (half-length) epochs, so every variant gets the same number of training batches. A variant may name
 training callbacks defined here under "cbs" (`{"cbs": ["selective_backprop"]}`, see `CALLBACKS`).
 """
@@ -21,6 +21,7 @@ training callbacks defined here under "cbs" (`{"cbs": ["selective_backprop"]}`, 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import time
 
@@ -103,21 +104,21 @@ CALLBACKS = {
 
 SCREEN = [
     {},
-    {"hard_keep": 1.0},
-    {"flat_head": False},
-    {"hard_keep": 1.0, "flat_head": False},
+    {"hard_keep": 0.5},
     {"hard_keep": 0.34},
-    {"hard_keep": 1.0, "flat_head": False, "cbs": ["selective_backprop"], "epochs": 6},
-    {"hard_keep": 1.0, "flat_head": False, "cbs": ["alternate_flip"], "aug": "none"},
-    {"hard_keep": 1.0, "flat_head": False, "cbs": ["resize20x3"], "epochs": 6},
-    {"hard_keep": 1.0, "flat_head": False, "aug": "affine", "lr_max": 5e-3},
-    {"hard_keep": 1.0, "flat_head": False, "aug": "affine", "lr_max": 8e-3},
-    {"hard_keep": 1.0, "flat_head": False, "aug": "affine", "lr_max": 1e-2, "wd": 0.01},
-    {"hard_keep": 1.0, "flat_head": False, "lr_max": 5e-3},
-    {"hard_keep": 1.0, "flat_head": False, "lr_max": 1.2e-2},
-    {"hard_keep": 1.0, "flat_head": False, "bs": 128, "lr_max": 8e-3},
-    {"hard_keep": 1.0, "flat_head": False, "bs": 128, "lr_max": 1e-2},
-    {"hard_keep": 1.0, "flat_head": False, "label_smoothing": 0.0, "lr_max": 5e-3},
+    {"flat_head": False, "hard_keep": 0.5},
+    {"flat_head": False},
+    {"flat_head": False, "cbs": ["selective_backprop"], "epochs": 6},
+    {"flat_head": False, "cbs": ["alternate_flip"], "aug": "none"},
+    {"flat_head": False, "cbs": ["resize20x3"], "epochs": 6},
+    {"flat_head": False, "aug": "affine", "lr_max": 5e-3},
+    {"flat_head": False, "aug": "affine", "lr_max": 8e-3},
+    {"flat_head": False, "aug": "affine", "lr_max": 1e-2, "wd": 0.01},
+    {"flat_head": False, "lr_max": 5e-3},
+    {"flat_head": False, "lr_max": 1.2e-2},
+    {"flat_head": False, "bs": 128, "lr_max": 8e-3},
+    {"flat_head": False, "bs": 128, "lr_max": 1e-2},
+    {"flat_head": False, "label_smoothing": 0.0, "lr_max": 5e-3},
 ]
 
 
@@ -134,7 +135,8 @@ def main() -> None:
         t = time.time()
         kw = dict(v)
         cbs = [CALLBACKS[name]() for name in kw.pop("cbs", [])]
-        epochs = kw.pop("epochs", None) or round(a.epochs / kw.get("hard_keep", 0.5))
+        keep = kw.get("hard_keep", inspect.signature(run_demo).parameters["hard_keep"].default)
+        epochs = kw.pop("epochs", None) or round(a.epochs / keep)
         r = run_demo(epochs=epochs, out="/tmp/bench-recipe", cbs=cbs, **kw)
         rows.append(
             f"| `{json.dumps(v)}` | {epochs} | {r['lr_max']:.1e} | {r['valid_accuracy']:.4f} / {r['valid_accuracy_tta']:.4f} "

@@ -243,15 +243,16 @@ def test_demo_passes_wd_and_aug_and_returns_the_lr_it_used(tmp_path, monkeypatch
     assert max(r["learn"].recorder.lrs) == pytest.approx(r["lr_max"], rel=0.05)  # one-cycle's peak
 
 
-def test_epoch_count_fills_the_budget_with_the_margin():
+def test_epoch_estimate_counts_the_training_batches_an_epoch_runs():
     class L:
         class dls:
             train, valid = range(200), range(20)
 
-    per_epoch = 0.01 * (200 + 0.35 * 20) * demo.BUDGET_MARGIN
-    assert demo._epochs_for_budget(L, 10 * per_epoch + 1e-6, 0.01) == 10
-    assert demo._epochs_for_budget(L, 10 * per_epoch - 1e-6, 0.01) == 9
-    assert demo._epochs_for_budget(L, 1.0, 0.01) == 1  # at least one epoch
+    assert demo._epoch_seconds(L, 0.01) == pytest.approx(0.01 * (200 + 0.35 * 20))
+    assert demo._epoch_seconds(L, 0.01, keep=0.5) == pytest.approx(0.01 * (100 + 0.35 * 20))
+    assert demo._epoch_seconds(L, 0.01, keep=0.33) == pytest.approx(
+        0.01 * (66 + 0.35 * 20)
+    )  # ceil(200 * 0.33)
 
 
 def test_demo_command_passes_aug_and_wd_only_when_given(monkeypatch):
@@ -267,16 +268,18 @@ def test_demo_command_passes_aug_and_wd_only_when_given(monkeypatch):
         main(["demo", "--aug", "rotate"])
 
 
-def test_budget_run_says_its_epoch_estimate_and_stays_within_the_budget(tmp_path, monkeypatch, capsys):
+def test_budget_run_trains_for_its_budget_with_the_schedule_over_that_time(tmp_path, monkeypatch, capsys):
     import re
 
     monkeypatch.setattr(demo, "fashion_mnist_dls", _tiny_dls)
     r = demo.run_demo(budget=1.0, out=tmp_path / "o", lr_max=1e-2, tta=False)
-    m = re.search(
-        r"training (\d+) epochs \(about ([\d.]+) s each: (\d+) s of the 1 s budget\)", capsys.readouterr().out
-    )
-    assert m is not None and int(m[1]) == r["epochs"] >= 1
-    assert int(m[3]) <= 1 or r["epochs"] == 1  # the estimate fits the budget (or one epoch is the least)
+    out = capsys.readouterr().out
+    m = re.search(r"training for 1 s \(about (\d+) epochs of ([\d.]+) s\)", out)
+    assert m is not None
+    assert r["epochs"] == len(r["learn"].recorder.values) >= 1 and f"({r['epochs']} epochs, " in out
+    assert r["train_time"] < 1.0 + 1.0  # ends within the budget, give or take a batch and a validation
+    lrs = r["learn"].recorder.lrs
+    assert max(lrs) == pytest.approx(1e-2, rel=0.1) and lrs[-1] < 1e-2 / 20  # one cycle, annealed by the end
 
 
 class _TrainBatches(Callback):
@@ -306,16 +309,6 @@ def test_hard_keep_trains_each_epoch_on_that_fraction(tiny_demo, capsys, keep, b
 def test_hard_keep_out_of_range_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"hard_keep=0: pass the fraction"):
         demo.run_demo(hard_keep=0, out=tmp_path / "o", quick=True)
-
-
-def test_epoch_count_with_hard_keep_counts_the_batches_an_epoch_runs():
-    class L:
-        class dls:
-            train, valid = range(200), range(20)
-
-    half = 0.01 * (100 + 0.35 * 20) * demo.BUDGET_MARGIN
-    assert demo._epochs_for_budget(L, 10 * half + 1e-6, 0.01, keep=0.5) == 10
-    assert demo._epochs_for_budget(L, 10 * half + 1e-6, 0.01) == 5  # full epochs: 207 batch-times each
 
 
 def test_demo_command_passes_hard_keep_only_when_given(monkeypatch, capsys):

@@ -12,14 +12,6 @@ from fastvision.learner import Learner
 from fastvision.losses import CrossEntropyLossFlat
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _sampler(n=100, bs=8, keep=0.5, beta=2.0, drop_last=False, seed=0):
     return LossWeightedSampler(n, bs, keep, beta, drop_last, torch.Generator().manual_seed(seed))
 
@@ -140,7 +132,9 @@ def test_needs_a_fastvision_loader():
         def __init__(self, dl):
             self.train, self.valid = dl, dl
 
-    dl = torch.utils.data.DataLoader(TensorDataset(torch.randn(8, 4), torch.randint(0, 3, (8,))), batch_size=4)
+    dl = torch.utils.data.DataLoader(
+        TensorDataset(torch.randn(8, 4), torch.randint(0, 3, (8,))), batch_size=4
+    )
     learn = Learner(Plain(dl), nn.Linear(4, 3), loss_func=CrossEntropyLossFlat())
     learn.dls = Plain(dl)
     with pytest.raises(TypeError, match="needs a fastvision DataLoader"):

@@ -180,7 +180,10 @@ def test_resnet_small_flat_head_sees_the_whole_last_feature_map(size, stem_strid
     assert isinstance(net[-3], nn.Identity) and net[-1].in_features == widths[-1] * side**2
     x = torch.rand(2, 1, size, size)
     assert net(x).shape == (2, 5)
-    assert tuple(nn.Sequential(*list(net)[:-3])(x).shape[-2:]) == (side, side)  # the body's output: what the Linear flattens
+    assert tuple(nn.Sequential(*list(net)[:-3])(x).shape[-2:]) == (
+        side,
+        side,
+    )  # the body's output: what the Linear flattens
     assert net.init_kwargs["img_size"] == size and ResNetSmall(**net.init_kwargs)(x).shape == (2, 5)
     # where a feature is matters: a feature map and its mirror image give different logits
     feats = torch.rand(1, widths[-1], side, side)

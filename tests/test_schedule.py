@@ -17,6 +17,7 @@ from fastvision.callback.schedule import (
     SchedLin,
     SchedNo,
     SchedPoly,
+    TimeBudget,
     combine_scheds,
     combined_cos,
     minimum,
@@ -391,3 +392,71 @@ def test_param_scheduler_state_dict_holds_its_records():
     other = ParamScheduler({"lr": SchedCos(1e-2, 1e-4)})
     other.load_state_dict(state)
     assert other.state_dict() == state and other.hps is not sched.hps
+
+
+# ---- TimeBudget ---------------------------------------------------------------------------------------------
+class FakeClock(Callback):
+    """A clock that moves 1 s per training batch and 0.5 s per validation phase (order: before TimeBudget)."""
+
+    order = -7
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self, *args):
+        if not args:  # called as the clock
+            return self.now
+        return super().__call__(*args)
+
+    def after_batch(self):
+        if self.learn.training:
+            self.now += 1.0
+
+    def after_validate(self):
+        self.now += 0.5
+
+
+def test_time_budget_spreads_one_cycle_over_the_time_and_stops_in_it():
+    clock, log = FakeClock(), LogLrs()
+    learn = make_learner(default_cbs=False)  # 4 batches per epoch
+    budget = TimeBudget(10.0, clock=clock)
+    learn.fit_one_cycle(50, 1e-2, cbs=[clock, budget, log])
+    # epoch 0: batches start at 0, 1, 2, 3 s, validation 4-4.5 s; epoch 1: 4.5, 5.5, 6.5, 7.5 s; after the
+    # batch ending at 8.5 s another batch (1 s) and a validation (0.5 s) would reach 10 s: stop, validate
+    starts = [0, 1, 2, 3, 4.5, 5.5, 6.5, 7.5]
+    assert len(log.lrs) == len(starts) and learn.epoch == 1
+    for lr, t in zip(log.lrs, starts):
+        assert lr[0] == pytest.approx(one_cycle_lr(t / 10.0, 1e-2), rel=1e-9)
+    assert clock.now == 9.0 <= budget.seconds
+
+
+def test_time_budget_cuts_an_epoch_short_and_still_validates_it():
+    clock, seen = FakeClock(), []
+
+    class Phases(Callback):
+        def before_epoch(self):
+            seen.append([self.learn.epoch, 0, False])
+
+        def after_batch(self):
+            seen[-1][1] += self.learn.training
+
+        def after_validate(self):
+            seen[-1][2] = True
+
+    learn = make_learner(default_cbs=False)
+    learn.fit_one_cycle(50, 1e-2, cbs=[clock, TimeBudget(7.0, clock=clock), Phases()])
+    # epoch 1 stops after its first batch (ending at 5.5 s: 5.5 + 1 + 0.5 >= 7), then validates (6 s)
+    assert seen == [[0, 4, True], [1, 1, True]] and clock.now == 6.0 and learn.epoch == 1
+
+
+def test_time_budget_lets_a_fit_end_at_n_epoch():
+    clock, log = FakeClock(), LogLrs()
+    learn = make_learner(default_cbs=False)
+    learn.fit_one_cycle(1, 1e-2, cbs=[clock, TimeBudget(100.0, clock=clock), log])
+    assert len(log.lrs) == 4 and clock.now == 4.5  # one epoch, the schedule only 4 % along
+
+
+@pytest.mark.parametrize("seconds", [0, -1.0])
+def test_time_budget_needs_positive_seconds(seconds):
+    with pytest.raises(ValueError, match=f"seconds={seconds!r}"):
+        TimeBudget(seconds)

@@ -220,9 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--epochs", type=_positive_int, default=None, help="training epochs (default: fits the time budget)"
     )
-    d.add_argument(
-        "--budget", type=float, default=570.0, help="training time budget in seconds (default: 570)"
-    )
+    d.add_argument("--budget", type=float, default=590.0, help="training time in seconds (default: 590)")
     d.add_argument("--out", default="out/demo", help="output folder (default: %(default)s)")
     d.add_argument("--bs", type=_positive_int, default=256, help="batch size (default: %(default)s)")
     d.add_argument("--quick", action="store_true", help="a small subset and one epoch, for smoke tests")
@@ -246,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="FRACTION",
         help="each epoch trains on this fraction of the training images, high losses first "
-        "(HardExampleSampling; default: 0.5; 1 trains on all of them every epoch)",
+        "(HardExampleSampling; default: 1, all of them every epoch)",
     )
     mix = d.add_mutually_exclusive_group()
     mix.add_argument(
