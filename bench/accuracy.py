@@ -110,6 +110,7 @@ class Budget(Callback):  # fastvision's TimeBudget: one-cycle spread over `secon
         self.last = now
         if self.n and now - self.t0 + self.tb + self.tv >= self.seconds: self.stop = True; raise CancelTrainException()
         self.n += 1; self.learn.pct_train = min((now - self.t0) / self.seconds, 1.0)
+    def after_train(self): self.learn.recorder.cancel_train = False  # keep the cut epoch's train_loss in the table
     def before_validate(self): self.v0 = time.perf_counter()
     def after_validate(self):
         now = time.perf_counter(); self.tv = now - self.v0
