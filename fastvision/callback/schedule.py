@@ -206,6 +206,10 @@ class TimeBudget(Callback):
         """Return the seconds since the fit began."""
         return self.clock() - self.start
 
+    def _no_time_left(self, now: float) -> bool:
+        """Whether another batch and a validation, as long as the last ones, would end past the budget."""
+        return now - self.start + self.t_batch + self.t_valid >= self.seconds
+
     def before_train(self) -> None:
         """Start timing batches anew (the validation came in between)."""
         self._last = None
@@ -222,7 +226,7 @@ class TimeBudget(Callback):
         if self._last is not None:
             self.t_batch = now - self._last
         self._last = now
-        if self.learn.train_iter > 0 and now - self.start + self.t_batch + self.t_valid >= self.seconds:
+        if self.learn.train_iter > 0 and self._no_time_left(now):
             self.stopped = True
             raise CancelTrainException()
         self.learn.pct_train = min((now - self.start) / self.seconds, 1.0)
@@ -235,8 +239,7 @@ class TimeBudget(Callback):
         """Keep the validation's duration; end the fit here if another batch and validation would not fit."""
         now = self.clock()
         self.t_valid = now - self._v0
-        if now - self.start + self.t_batch + self.t_valid >= self.seconds:
-            self.stopped = True
+        self.stopped = self._no_time_left(now)
 
     def before_epoch(self) -> None:
         """End the fit after the epoch whose training phase ran out of time (once it is recorded)."""
