@@ -239,7 +239,7 @@ class TimeBudget(Callback):
         """Keep the validation's duration; end the fit here if another batch and validation would not fit."""
         now = self.clock()
         self.t_valid = now - self._v0
-        self.stopped = self._no_time_left(now)
+        self.stopped = self.stopped or self._no_time_left(now)
 
     def before_epoch(self) -> None:
         """End the fit after the epoch whose training phase ran out of time (once it is recorded)."""
