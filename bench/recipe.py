@@ -1,4 +1,4 @@
-"""Screen changes to the demo's recipe at a fixed epoch count: one `run_demo` per variant, same seed.
+"""Screen changes to the demo's recipe at a fixed epoch count or time: one `run_demo` per variant, same seed.
 
 Each variant is a JSON object of `run_demo` arguments applied on top of its defaults; the table gives the
 validation accuracy (the held-out 5,000 training images: choose on this) and the test accuracy (read
@@ -7,11 +7,13 @@ it on a quiet machine: the variants run one after the other, each a full trainin
 minutes at 5 epochs on 2 CPU cores).
 
     python bench/recipe.py [--epochs 5] ['{"aug": "affine"}' '{"lr_max": 0.012}' ...]
+    python bench/recipe.py --budget 590 '{}' '{"widths": [32, 64, 128], "stem_stride": 2}'   # full-budget demos
 
-Without variants it runs the screen behind docs/benchmarks.md: the default recipe, then one change at
-a time (the former recipe without hard-example sampling or the flat head, the former affine augmentation,
-lr_max, batch size, weight decay, no label smoothing, and training tricks that did not pay: selective
-backprop, alternating flips, progressive resizing).
+Without variants it runs the screen behind docs/benchmarks.md: the default recipe, the nets measured
+against its 28 x 28 first stage, then one change at a time to the net before it (`MORNING`: hard-example
+sampling, the average-pooling head, the former affine augmentation, lr_max, batch size, weight decay, no
+label smoothing, and training tricks that did not pay: selective backprop, alternating flips,
+progressive resizing).
 
 `--epochs` counts full passes over the training set: a variant with `hard_keep=0.5` trains twice as many
 (half-length) epochs, so every variant gets the same number of training batches. A variant may name
@@ -102,29 +104,37 @@ CALLBACKS = {
     "resize20x3": ProgressiveResize,
 }
 
+MORNING = {"widths": [32, 64, 128], "stem_stride": 2}  # the net before the 28 x 28 first stage (2026-12-01)
+
 SCREEN = [
     {},
-    {"hard_keep": 0.5},
-    {"hard_keep": 0.34},
-    {"flat_head": False, "hard_keep": 0.5},
-    {"flat_head": False},
-    {"flat_head": False, "cbs": ["selective_backprop"], "epochs": 6},
-    {"flat_head": False, "cbs": ["alternate_flip"], "aug": "none"},
-    {"flat_head": False, "cbs": ["resize20x3"], "epochs": 6},
-    {"flat_head": False, "aug": "affine", "lr_max": 5e-3},
-    {"flat_head": False, "aug": "affine", "lr_max": 8e-3},
-    {"flat_head": False, "aug": "affine", "lr_max": 1e-2, "wd": 0.01},
-    {"flat_head": False, "lr_max": 5e-3},
-    {"flat_head": False, "lr_max": 1.2e-2},
-    {"flat_head": False, "bs": 128, "lr_max": 8e-3},
-    {"flat_head": False, "bs": 128, "lr_max": 1e-2},
-    {"flat_head": False, "label_smoothing": 0.0, "lr_max": 5e-3},
+    MORNING,
+    {"widths": [16, 32, 64]},
+    {"widths": [8, 32, 64, 128]},
+    {**MORNING, "hard_keep": 0.5},
+    {**MORNING, "hard_keep": 0.34},
+    {**MORNING, "flat_head": False, "hard_keep": 0.5},
+    {**MORNING, "flat_head": False},
+    {**MORNING, "flat_head": False, "cbs": ["selective_backprop"], "epochs": 6},
+    {**MORNING, "flat_head": False, "cbs": ["alternate_flip"], "aug": "none"},
+    {**MORNING, "flat_head": False, "cbs": ["resize20x3"], "epochs": 6},
+    {**MORNING, "flat_head": False, "aug": "affine", "lr_max": 5e-3},
+    {**MORNING, "flat_head": False, "aug": "affine", "lr_max": 8e-3},
+    {**MORNING, "flat_head": False, "aug": "affine", "lr_max": 1e-2, "wd": 0.01},
+    {**MORNING, "flat_head": False, "lr_max": 5e-3},
+    {**MORNING, "flat_head": False, "lr_max": 1.2e-2},
+    {**MORNING, "flat_head": False, "bs": 128, "lr_max": 8e-3},
+    {**MORNING, "flat_head": False, "bs": 128, "lr_max": 1e-2},
+    {**MORNING, "flat_head": False, "label_smoothing": 0.0, "lr_max": 5e-3},
 ]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=5, help="training epochs of every run (5)")
+    ap.add_argument(
+        "--budget", type=float, help="train each variant for this many seconds (TimeBudget), not --epochs"
+    )
     ap.add_argument("variants", nargs="*", help="JSON objects of run_demo arguments (default: the screen)")
     a = ap.parse_args()
     from fastvision.demo import run_demo
@@ -136,14 +146,17 @@ def main() -> None:
         kw = dict(v)
         cbs = [CALLBACKS[name]() for name in kw.pop("cbs", [])]
         keep = kw.get("hard_keep", inspect.signature(run_demo).parameters["hard_keep"].default)
-        epochs = kw.pop("epochs", None) or round(a.epochs / keep)
-        r = run_demo(epochs=epochs, out="/tmp/bench-recipe", cbs=cbs, **kw)
+        fixed = kw.pop("epochs", None)
+        epochs = None if a.budget else fixed or round(a.epochs / keep)
+        budget = {"budget": a.budget} if a.budget else {}
+        r = run_demo(epochs=epochs, out="/tmp/bench-recipe", cbs=cbs, **budget, **kw)
         rows.append(
-            f"| `{json.dumps(v)}` | {epochs} | {r['lr_max']:.1e} | {r['valid_accuracy']:.4f} / {r['valid_accuracy_tta']:.4f} "
+            f"| `{json.dumps(v)}` | {r['epochs']} | {r['lr_max']:.1e} | {r['valid_accuracy']:.4f} / {r['valid_accuracy_tta']:.4f} "
             f"| {r['accuracy']:.4f} / {r['accuracy_no_tta']:.4f} | {r['train_time']:.0f} s |"
         )
         print(f"{rows[-1]}  ({time.time() - t:.0f} s in all)", flush=True)
-    print(f"\n{a.epochs} passes over the training set each (unless a variant sets its epochs)\n")
+    length = f"{a.budget:.0f} s of training" if a.budget else f"{a.epochs} passes over the training set"
+    print(f"\n{length} each (unless a variant sets its epochs)\n")
     print(
         "| change to the recipe | epochs | lr_max | valid acc (plain / flip TTA) | test acc (flip TTA / plain) "
         "| training |"

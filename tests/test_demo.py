@@ -94,6 +94,18 @@ def test_demo_reports_the_accuracy_on_the_test_set(tiny_demo, tmp_path, capsys):
         assert (tmp_path / "out" / f).exists()
 
 
+def test_demo_net_has_a_first_stage_at_the_full_28_pixels(tiny_demo):
+    """The T-shirt / Shirt detail needs convolutions at 28 x 28 (docs/benchmarks.md, 2026-12-01 afternoon)."""
+    model = tiny_demo(tta=False)["learn"].model
+    x = torch.rand(2, 1, 28, 28)
+    shapes = []
+    for layer in list(model)[:-3]:  # stem, then one stage per width
+        x = layer(x)
+        shapes.append(tuple(x.shape[1:]))
+    assert shapes == [(16, 28, 28), (16, 28, 28), (32, 14, 14), (64, 7, 7), (128, 4, 4)]
+    assert model[-1].in_features == 128 * 4 * 4  # the flat head sees the whole last map
+
+
 def _plain_and_flipped(learn):
     x, probs, _ = learn.get_preds(ds_idx=2, with_input=True)
     with torch.no_grad():
