@@ -236,7 +236,7 @@ def run_demo(
             lower on the test set than 8-9 of these (docs/benchmarks.md).
         flat_head: the net's head flattens its last 4 x 4 feature map (`img_size=28`) rather than averaging
             it (True): it keeps where each feature is; +0.7 points of validation accuracy at the full
-            budget, even on the test set (docs/benchmarks.md).
+            budget, no change on the test set (docs/benchmarks.md).
         aug: the training augmentation, 'flip' (a horizontal flip), 'affine' (flip, rotate 5, zoom 1.15)
             or 'none' ('flip': at 5-10 epochs the net underfits and rotation/zoom cost accuracy).
         wd: AdamW's decoupled weight decay (0.05).

@@ -336,3 +336,13 @@ def test_demo_command_passes_hard_keep_only_when_given(monkeypatch, capsys):
         with pytest.raises(SystemExit):
             main(["demo", "--hard-keep", bad])
     assert "must be a fraction in (0, 1], got 1.5" in capsys.readouterr().err
+
+
+def test_demo_command_refuses_a_budget_that_is_not_positive_before_loading_anything(monkeypatch, capsys):
+    from fastvision.cli import main
+
+    monkeypatch.setattr(demo, "run_demo", lambda **kw: pytest.fail(f"run_demo ran with {kw}"))
+    for bad in ("0", "-5"):
+        with pytest.raises(SystemExit):
+            main(["demo", "--budget", bad])
+        assert bad in capsys.readouterr().err

@@ -202,10 +202,6 @@ class TimeBudget(Callback):
         self._last: float | None = None
         self.stopped = False
 
-    def elapsed(self) -> float:
-        """Return the seconds since the fit began."""
-        return self.clock() - self.start
-
     def _no_time_left(self, now: float) -> bool:
         """Whether another batch and a validation, as long as the last ones, would end past the budget."""
         return now - self.start + self.t_batch + self.t_valid >= self.seconds

@@ -220,7 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--epochs", type=_positive_int, default=None, help="training epochs (default: fits the time budget)"
     )
-    d.add_argument("--budget", type=float, default=590.0, help="training time in seconds (default: 590)")
+    d.add_argument(
+        "--budget", type=_positive_float, default=590.0, help="training time in seconds (default: 590)"
+    )
     d.add_argument("--out", default="out/demo", help="output folder (default: %(default)s)")
     d.add_argument("--bs", type=_positive_int, default=256, help="batch size (default: %(default)s)")
     d.add_argument("--quick", action="store_true", help="a small subset and one epoch, for smoke tests")
