@@ -5,10 +5,11 @@ seed, held out for validation; the test set evaluated once, after training), sam
 `resnet_small(n_in=1, widths, depth, stem_stride, img_size)`, re-declared in plain PyTorch inside the fastai
 script), same batch size, same augmentation (the demo's `aug`, one `aug_transforms` call in each library),
 the same hard-example sampling (`HardExampleSampling`'s draw, re-written as a fastai callback), same
-loss (label smoothing as the demo's), same optimiser settings (AdamW-style Adam, the demo's wd, one-cycle
-at the same lr_max), same flip test-time augmentation, same time budget: each fit runs for `--budget`
-seconds with its one-cycle schedule spread over that time (fastvision's `TimeBudget`, re-written as a
-fastai callback), so each library trains as many batches as its speed allows.
+loss (label smoothing as the demo's), same optimiser settings (the demo's `opt`: AdamW-style Adam with
+one-cycle, or ranger with `fit_flat_cos`; the demo's wd, pct_start and lr), same flip test-time
+augmentation, same time budget: each fit runs for `--budget` seconds with its schedule spread over that
+time (fastvision's `TimeBudget`, re-written as a fastai callback), so each library trains as many batches
+as its speed allows.
 The recipe is read from `run_demo`'s defaults, so the two stay in step with `fastvision demo`.
 fastai runs in `~/fastai-env`:
 `python -m venv ~/fastai-env && ~/fastai-env/bin/pip install torch==2.14.1 torchvision==0.29.1 fastai==2.8.12`.
@@ -31,6 +32,7 @@ from pathlib import Path
 
 FASTAI = r"""
 import gzip, json, math, sys, time, numpy as np, torch
+from functools import partial
 from torch import nn
 from fastai.vision.all import *
 budget, lr, cfg = float(sys.argv[1]), float(sys.argv[2]), json.loads(sys.argv[3])
@@ -130,11 +132,14 @@ d = sorted(b - a for a, b in zip(t.st[5:], t.st[6:])); tb = d[len(d)//4]  # as t
 keep = cfg["hard_keep"]
 per_epoch = tb * (math.ceil(len(dls.train) * keep) + 0.35 * len(dls.valid))
 epochs = math.ceil(4 * budget / per_epoch) + 10  # an upper bound: Budget ends the fit
+ranger_ = cfg["opt"] == "ranger"
 print(f"fastai: {tb * 1e3:.0f} ms per batch on its first batches: {budget:.0f} s (about {budget / per_epoch:.0f} "
-      f"epochs) of one-cycle at lr_max {lr:.2e}", flush=True)
-learn = Learner(dls, model, loss_func=loss, metrics=accuracy, wd=cfg["wd"])
+      f"epochs) of {'ranger, flat then cosine, at lr' if ranger_ else 'one-cycle at lr_max'} {lr:.2e}", flush=True)
+opt_func = partial(ranger, mom=0.9, eps=1e-5) if ranger_ else Adam
+learn = Learner(dls, model, loss_func=loss, opt_func=opt_func, metrics=accuracy, wd=cfg["wd"])
 hard = [Hard(keep, cfg["hard_beta"])] if keep < 1 else []
-t0 = time.time(); learn.fit_one_cycle(epochs, lr, cbs=[*hard, Budget(budget)]); tt = time.time() - t0
+fit = learn.fit_flat_cos if ranger_ else learn.fit_one_cycle
+t0 = time.time(); fit(epochs, lr, pct_start=cfg["pct_start"], cbs=[*hard, Budget(budget)]); tt = time.time() - t0
 epochs = len(learn.recorder.values)
 valid_acc = float(learn.validate()[1])
 xt, yt = xy("t10k")
@@ -157,14 +162,14 @@ TABLE = re.compile(r"(epoch\s+train_loss|\d+\s+[-\d.]+\s)")
 def recipe() -> dict:
     """Return the demo's recipe: `run_demo`'s defaults that the fastai script needs."""
     from fastvision.callback.hard import HardExampleSampling
-    from fastvision.demo import AUGS, run_demo
+    from fastvision.demo import AUGS, OPTIMIZERS, run_demo
 
-    names = (
-        "bs seed n_valid label_smoothing tta widths depth stem_stride flat_head aug wd hard_keep ema".split()
-    )
+    names = "bs seed n_valid label_smoothing tta widths depth stem_stride flat_head aug wd hard_keep ema opt pct_start".split()
     ps = inspect.signature(run_demo).parameters
     cfg = {k: ps[k].default for k in names}
     cfg["aug_geometry"] = AUGS[cfg["aug"]]
+    if cfg["pct_start"] is None:  # the default of the demo's fit policy for its optimizer
+        cfg["pct_start"] = OPTIMIZERS[cfg["opt"]][2]
     cfg["hard_beta"] = inspect.signature(HardExampleSampling).parameters["beta"].default
     if cfg.pop("ema"):
         raise NotImplementedError("the fastai script has no weight EMA; add one to compare with it.")

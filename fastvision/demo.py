@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -18,12 +19,19 @@ import torch.nn.functional as F
 from .callback.core import Callback, RunMode
 from .callback.hard import HardExampleSampling
 from .callback.schedule import TimeBudget
+from .optimizer import Adam, ranger
 
 __all__ = ["run_demo", "fashion_mnist_dls", "FASHION_MNIST_STATS", "FlipInputs", "WeightEMA"]
 
 # The range of the demo's one-cycle lr_max (10 x lr_find's valley, clamped): 8e-3 to 1.2e-2 scored the same
 # on the validation split at 5 epochs, both above 5e-3 (docs/benchmarks.md).
 LR_RANGE = (8e-3, 1.2e-2)
+
+# The demo's optimizers: name -> (opt_func, fit policy, its default pct_start).
+OPTIMIZERS: dict[str, tuple[Callable[..., torch.optim.Optimizer], str, float]] = {
+    "adam": (Adam, "one_cycle", 0.25),
+    "ranger": (partial(ranger, mom=0.9, eps=1e-5), "flat_cos", 0.72),
+}
 
 # The demo's training augmentations: name -> (max_rotate, max_zoom) of a flipping `aug_transforms`, or None.
 AUGS: dict[str, tuple[float, float] | None] = {"affine": (5.0, 1.15), "flip": (0.0, 1.0), "none": None}
@@ -209,6 +217,8 @@ def run_demo(
     aug: str = "flip",
     wd: float = 0.05,
     hard_keep: float = 1.0,
+    opt: str = "adam",
+    pct_start: float | None = None,
     cbs: Sequence[Callback] = (),
 ) -> dict:
     """Train, evaluate, interpret and export on Fashion-MNIST; print the results and return them.
@@ -243,6 +253,10 @@ def run_demo(
         hard_keep: each epoch trains on this fraction of the training images, drawn by
             `HardExampleSampling` with a preference for those with high losses (1.0: all of them, every
             epoch). 0.5 scored higher in 5-epoch-long runs, but not at the full budget (docs/benchmarks.md).
+        opt: 'adam' (fastai's `Adam`, i.e. AdamW, with `fit_one_cycle`) or 'ranger' (`ranger`: Lookahead
+            around RAdam, betas 0.9 / 0.99 and eps 1e-5 as the Adam, with `fit_flat_cos`).
+        pct_start: the fraction of the training (of the budget, with `TimeBudget`) before the lr anneals:
+            one-cycle's warm-up (None: 0.25, fastai's default) or `fit_flat_cos`'s flat part (None: 0.72).
         cbs: callbacks for the training run only, e.g. `[MixUp()]` (none).
     """
     import matplotlib
@@ -278,7 +292,10 @@ def run_demo(
         img_size=28 if flat_head else None,
     ).to(memory_format=torch.channels_last)
     loss = LabelSmoothingCrossEntropy(label_smoothing) if label_smoothing else CrossEntropyLossFlat()
-    learn = Learner(dls, model, loss_func=loss, metrics=accuracy, wd=wd, path=out)
+    if opt not in OPTIMIZERS:
+        raise ValueError(f"opt={opt!r}: pass one of {sorted(OPTIMIZERS)}.")
+    opt_func, policy, default_pct = OPTIMIZERS[opt]
+    learn = Learner(dls, model, loss_func=loss, opt_func=opt_func, metrics=accuracy, wd=wd, path=out)
     print(
         f"fastvision demo: Fashion-MNIST, {len(dls.train_ds):,} training, {len(dls.valid_ds):,} validation "
         f"(held out from the training set) and {len(dls[2].dataset):,} test images, "
@@ -313,13 +330,17 @@ def run_demo(
     extras += [f"weight EMA {ema}"] if ema else []
     extras += [repr(cb) for cb in cbs]
     print(
-        f"lr_find: valley {sugg.valley:.2e}; {plan} of one-cycle at lr_max {lr:.2e}"
+        f"lr_find: valley {sugg.valley:.2e}; {plan} of "
+        + ("one-cycle at lr_max" if policy == "one_cycle" else f"{opt}, flat then cosine, at lr")
+        + f" {lr:.2e}"
         + "".join(f", {e}" for e in extras)
     )
 
     averager = WeightEMA(ema) if ema else None
     t = time.time()
-    learn.fit_one_cycle(epochs, lr, cbs=[*cbs, *hard, *timed, *([averager] if averager else [])])
+    fit = learn.fit_one_cycle if policy == "one_cycle" else learn.fit_flat_cos
+    pct = default_pct if pct_start is None else pct_start
+    fit(epochs, lr, pct_start=pct, cbs=[*cbs, *hard, *timed, *([averager] if averager else [])])
     train_time = time.time() - t
     epochs = learn.epoch + 1  # with a time budget the last one is usually partial
     probs, tta_probs, targs = _predict(learn, 1, tta)

@@ -21,6 +21,9 @@ from torch import nn
 __all__ = [
     "Adam",
     "SGD",
+    "RAdam",
+    "Lookahead",
+    "ranger",
     "trainable_params",
     "norm_types",
     "even_mults",
@@ -107,6 +110,147 @@ def SGD(  # noqa: N802 - fastai's public name
     """Return SGD with fastai's defaults (no momentum, no weight decay); decoupled decay when `wd` is set."""
     cls = _DecoupledSGD if decouple_wd else torch.optim.SGD
     return cls(list(params), lr=lr, momentum=mom, weight_decay=wd)
+
+
+def RAdam(  # noqa: N802 - fastai's public name
+    params: Iterable[Any],
+    lr: float = DEFAULT_LR,
+    mom: float = 0.9,
+    sqr_mom: float = 0.99,
+    eps: float = 1e-5,
+    wd: float = 0.0,
+    decouple_wd: bool = True,
+) -> torch.optim.Optimizer:
+    """Return fastai's RAdam: `torch.optim.RAdam`, which rectifies Adam's variance in the first steps.
+
+    Args:
+        params: parameters or parameter-group dicts.
+        lr: learning rate (1e-3).
+        mom: the first beta (0.9).
+        sqr_mom: the second beta (0.99).
+        eps: 1e-5.
+        wd: weight decay (0), decoupled unless `decouple_wd=False`.
+    """
+    return torch.optim.RAdam(
+        list(params),
+        lr=lr,
+        betas=(mom, sqr_mom),
+        eps=eps,
+        weight_decay=wd,
+        decoupled_weight_decay=decouple_wd,
+    )
+
+
+class Lookahead(torch.optim.Optimizer):
+    """Lookahead (Zhang et al., 2019) around a torch optimizer: every `k` steps of `opt` (the fast weights),
+    slow weights move `alpha` of the way towards them and the fast weights restart from there.
+
+    The wrapper shares `opt`'s `param_groups` and `state`, so hyper-parameter schedules, freezing and
+    `state_dict` see one optimizer. Each parameter's slow copy lives in `opt.state[p]['slow']` (with its
+    step count): it is saved with the optimizer, and clearing the state (`freeze`, `unfreeze`) restarts
+    it from the current weights.
+
+    Args:
+        opt: the inner optimizer (a `torch.optim.Optimizer`).
+        k: inner steps between synchronisations (6).
+        alpha: how far the slow weights move towards the fast ones at each synchronisation (0.5).
+    """
+
+    def __init__(self, opt: torch.optim.Optimizer, k: int = 6, alpha: float = 0.5):
+        if not isinstance(opt, torch.optim.Optimizer):
+            raise TypeError(f"Lookahead wraps a torch.optim.Optimizer; got {type(opt).__name__}.")
+        if not (isinstance(k, int) and k >= 1):
+            raise ValueError(
+                f"Lookahead(k={k!r}): pass the number of inner steps between synchronisations, >= 1."
+            )
+        if not 0 < alpha <= 1:
+            raise ValueError(f"Lookahead(alpha={alpha!r}): pass the slow weights' step, in (0, 1].")
+        self.opt, self.k, self.alpha = opt, k, alpha
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:  # noqa: D102 - the inner optimizer's
+        return self.opt.param_groups
+
+    @param_groups.setter
+    def param_groups(self, value: list[dict[str, Any]]) -> None:
+        self.opt.param_groups = value
+
+    @property
+    def state(self) -> Any:  # noqa: D102 - the inner optimizer's
+        return self.opt.state
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        self.opt.state = value
+
+    @property
+    def defaults(self) -> dict[str, Any]:  # noqa: D102 - the inner optimizer's
+        return self.opt.defaults
+
+    @defaults.setter
+    def defaults(self, value: dict[str, Any]) -> None:
+        self.opt.defaults = value
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear the gradients (the inner optimizer's `zero_grad`)."""
+        self.opt.zero_grad(set_to_none=set_to_none)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a parameter group to the inner optimizer."""
+        self.opt.add_param_group(param_group)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The inner optimizer's state dict; the slow weights are part of its per-parameter state."""
+        return self.opt.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state dict written by `state_dict` (slow weights included)."""
+        self.opt.load_state_dict(state_dict)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Take the inner step; every `k`-th step of a parameter, synchronise it with its slow copy."""
+        if closure is not None:
+            raise NotImplementedError(
+                "Lookahead.step takes no closure: compute the loss and gradients first."
+            )
+        stepped = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        fresh = {p: p.detach().clone() for p in stepped if "slow" not in self.state.get(p, {})}
+        loss = self.opt.step()
+        fast, slow = [], []
+        for p in stepped:
+            st = self.state[p]
+            if p in fresh:  # the slow weights start where the first step started
+                st["slow"], st["lookahead_step"] = fresh[p], 0
+            st["lookahead_step"] += 1
+            if st["lookahead_step"] % self.k == 0:
+                fast.append(p.data)
+                slow.append(st["slow"])
+        if fast:
+            torch._foreach_lerp_(slow, fast, self.alpha)
+            torch._foreach_copy_(fast, slow)
+        return loss
+
+    def __repr__(self) -> str:
+        return f"Lookahead(k={self.k}, alpha={self.alpha}, {self.opt!r})"
+
+
+def ranger(
+    params: Iterable[Any],
+    lr: float = DEFAULT_LR,
+    mom: float = 0.95,
+    sqr_mom: float = 0.99,
+    eps: float = 1e-6,
+    wd: float = 0.01,
+    k: int = 6,
+    alpha: float = 0.5,
+    decouple_wd: bool = True,
+) -> Lookahead:
+    """Return fastai's `ranger`: `Lookahead(RAdam(...), k, alpha)`, with fastai's defaults.
+
+    Usually trained with `fit_flat_cos` (a flat lr, then cosine annealing), as in fastai.
+    """
+    return Lookahead(RAdam(params, lr, mom, sqr_mom, eps, wd, decouple_wd), k=k, alpha=alpha)
 
 
 def trainable_params(model: nn.Module) -> list[nn.Parameter]:

@@ -1,5 +1,7 @@
 """The Fashion-MNIST demo: the held-out validation split, the test set read once at the end, and its options."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -291,7 +293,9 @@ def test_budget_run_trains_for_its_budget_with_the_schedule_over_that_time(tmp_p
     assert r["epochs"] == len(r["learn"].recorder.values) >= 1 and f"({r['epochs']} epochs, " in out
     assert r["train_time"] < 1.0 + 1.0  # ends within the budget, give or take a batch and a validation
     lrs = r["learn"].recorder.lrs
-    assert max(lrs) == pytest.approx(1e-2, rel=0.1) and lrs[-1] < 1e-2 / 20  # one cycle, annealed by the end
+    # one cycle over the budget, annealed by the end (spread over the upper-bound epoch count, it would stop
+    # near its peak); / 10, not less: on a loaded machine the stop comes a few slow batches early
+    assert max(lrs) == pytest.approx(1e-2, rel=0.1) and lrs[-1] < 1e-2 / 10
 
 
 class _TrainBatches(Callback):
@@ -346,3 +350,43 @@ def test_demo_command_refuses_a_budget_that_is_not_positive_before_loading_anyth
         with pytest.raises(SystemExit):
             main(["demo", "--budget", bad])
         assert bad in capsys.readouterr().err
+
+
+def test_demo_with_ranger_trains_with_lookahead_and_a_flat_then_cosine_lr(tiny_demo, capsys):
+    from fastvision.callback.core import Callback
+    from fastvision.optimizer import Lookahead
+
+    class Lrs(Callback):
+        def __init__(self):
+            self.lrs = []
+
+        def after_batch(self):
+            if self.learn.training:
+                self.lrs.append(self.learn.opt.param_groups[0]["lr"])
+
+    lrs = Lrs()
+    r = tiny_demo(opt="ranger", tta=False, cbs=[lrs])
+    opt = r["learn"].opt
+    assert isinstance(opt, Lookahead) and isinstance(opt.opt, torch.optim.RAdam)
+    assert opt.param_groups[0]["betas"] == (0.9, 0.99) and opt.param_groups[0]["eps"] == 1e-5
+    n_flat = sum(lr == 1e-2 for lr in lrs.lrs)
+    assert lrs.lrs[0] == 1e-2 and n_flat == math.ceil(0.72 * len(lrs.lrs))  # flat for 72 %, no warm-up
+    tail = lrs.lrs[n_flat - 1 :]
+    assert all(a > b for a, b in zip(tail, tail[1:])) and tail[-1] < 1e-3  # then cosine towards 0
+    assert r["valid_accuracy"] > 0.9
+    assert "of ranger, flat then cosine, at lr 1.00e-02" in capsys.readouterr().out
+
+
+def test_demo_refuses_an_unknown_optimizer_and_the_command_passes_opt_only_when_given(
+    tmp_path, monkeypatch, capsys
+):
+    from fastvision.cli import main
+
+    with pytest.raises(ValueError, match=r"opt='sgd': pass one of \['adam', 'ranger'\]"):
+        demo.run_demo(opt="sgd", out=tmp_path / "o", quick=True)
+    got = {}
+    monkeypatch.setattr(demo, "run_demo", lambda **kw: got.update(kw))
+    main(["demo"])
+    assert "opt" not in got
+    main(["demo", "--opt", "ranger"])
+    assert got["opt"] == "ranger"

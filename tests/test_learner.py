@@ -718,3 +718,24 @@ def test_no_module_outside_learner_py_touches_a_learners_private_attributes():
         if (m := private.search(line))
     }
     assert not found, f"private Learner attributes used outside learner.py: {found}"
+
+
+def test_show_results_works_when_only_the_learner_was_imported(tmp_path):
+    """A plain-PyTorch user imports `fastvision.learner` alone; the image grid comes in when first needed."""
+    import subprocess
+    import sys
+
+    code = (
+        "import matplotlib; matplotlib.use('Agg'); import sys, torch; from torch import nn\n"
+        "from torch.utils.data import DataLoader, TensorDataset\n"
+        "from fastvision.learner import Learner\n"
+        "assert 'fastvision.vision' not in sys.modules\n"
+        "class D: pass\n"
+        "d = D(); ds = TensorDataset(torch.rand(6, 1, 8, 8), torch.arange(6) % 2)\n"
+        "d.train = d.valid = DataLoader(ds, batch_size=3)\n"
+        "learn = Learner(d, nn.Sequential(nn.Flatten(), nn.Linear(64, 2)), loss_func=nn.CrossEntropyLoss())\n"
+        "learn.show_results(max_n=4)\n"
+        "print('grid drawn')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0 and "grid drawn" in r.stdout, r.stderr[-2000:]

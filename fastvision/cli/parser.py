@@ -239,7 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="training augmentation: a horizontal flip (default), flip + rotate 5 + zoom 1.15, or none",
     )
-    d.add_argument("--wd", type=float, default=None, help="AdamW weight decay (default: 0.05)")
+    d.add_argument("--wd", type=float, default=None, help="decoupled weight decay (default: 0.05)")
+    d.add_argument(
+        "--opt",
+        choices=("adam", "ranger"),
+        default=None,
+        help="AdamW with one-cycle (default), or ranger (Lookahead + RAdam) with a flat then cosine lr",
+    )
     d.add_argument(
         "--hard-keep",
         type=_keep_fraction,

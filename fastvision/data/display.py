@@ -8,6 +8,7 @@ its grid (`fastvision.vision` registers `show_images` when imported) and `show_b
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from importlib import import_module
 from typing import Any
 
 import torch
@@ -25,6 +26,8 @@ def register_grid(fn: Callable[..., Figure]) -> None:
 
 def show_grid(items: Sequence[Any], titles: Sequence[str | None] | None = None, **kwargs: Any) -> Figure:
     """Draw `items` with the registered grid (images: `vision.show.show_images`) and return the figure."""
+    if not _GRID:  # a plain-PyTorch user imported only the Learner: bring in the image grid now
+        import_module("fastvision.vision")
     if not _GRID:
         raise RuntimeError(
             "No grid is registered to draw these items: import fastvision.vision (or `from fastvision.all "
