@@ -116,7 +116,7 @@ def _plain_and_flipped(learn):
 
 
 def test_tta_averages_the_test_predictions_with_those_of_the_mirror_images(tiny_demo, capsys):
-    r = tiny_demo(tta=True)
+    r = tiny_demo(tta=True, opt="adam")
     probs, flipped = _plain_and_flipped(r["learn"])
     assert (probs - flipped).abs().max() > 0.3  # mirror images are the other class here
     assert torch.allclose(r["interp"].preds, (probs + flipped) / 2, atol=1e-5)
@@ -286,7 +286,7 @@ def test_budget_run_trains_for_its_budget_with_the_schedule_over_that_time(tmp_p
     import re
 
     monkeypatch.setattr(demo, "fashion_mnist_dls", _tiny_dls)
-    r = demo.run_demo(budget=1.0, out=tmp_path / "o", lr_max=1e-2, tta=False)
+    r = demo.run_demo(budget=1.0, out=tmp_path / "o", lr_max=1e-2, tta=False, opt="adam")
     out = capsys.readouterr().out
     m = re.search(r"training for 1 s \(about (\d+) epochs of ([\d.]+) s\)", out)
     assert m is not None
@@ -352,7 +352,7 @@ def test_demo_command_refuses_a_budget_that_is_not_positive_before_loading_anyth
         assert bad in capsys.readouterr().err
 
 
-def test_demo_with_ranger_trains_with_lookahead_and_a_flat_then_cosine_lr(tiny_demo, capsys):
+def test_the_demo_trains_with_ranger_by_default_lookahead_and_a_flat_then_cosine_lr(tiny_demo, capsys):
     from fastvision.callback.core import Callback
     from fastvision.optimizer import Lookahead
 
@@ -365,7 +365,7 @@ def test_demo_with_ranger_trains_with_lookahead_and_a_flat_then_cosine_lr(tiny_d
                 self.lrs.append(self.learn.opt.param_groups[0]["lr"])
 
     lrs = Lrs()
-    r = tiny_demo(opt="ranger", tta=False, cbs=[lrs])
+    r = tiny_demo(tta=False, cbs=[lrs])  # the default optimizer
     opt = r["learn"].opt
     assert isinstance(opt, Lookahead) and isinstance(opt.opt, torch.optim.RAdam)
     assert opt.param_groups[0]["betas"] == (0.9, 0.99) and opt.param_groups[0]["eps"] == 1e-5
@@ -388,5 +388,5 @@ def test_demo_refuses_an_unknown_optimizer_and_the_command_passes_opt_only_when_
     monkeypatch.setattr(demo, "run_demo", lambda **kw: got.update(kw))
     main(["demo"])
     assert "opt" not in got
-    main(["demo", "--opt", "ranger"])
-    assert got["opt"] == "ranger"
+    main(["demo", "--opt", "adam"])
+    assert got["opt"] == "adam"

@@ -737,5 +737,7 @@ def test_show_results_works_when_only_the_learner_was_imported(tmp_path):
         "learn.show_results(max_n=4)\n"
         "print('grid drawn')\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
     assert r.returncode == 0 and "grid drawn" in r.stdout, r.stderr[-2000:]

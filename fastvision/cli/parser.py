@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr-max",
         type=_positive_float,
         default=None,
-        help="one-cycle peak lr (default: 10 x lr_find's valley, within [8e-3, 1.2e-2])",
+        help="peak lr (default: 10 x lr_find's valley, within [8e-3, 1.2e-2])",
     )
     d.add_argument(
         "--aug",
@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--opt",
         choices=("adam", "ranger"),
         default=None,
-        help="AdamW with one-cycle (default), or ranger (Lookahead + RAdam) with a flat then cosine lr",
+        help="ranger (Lookahead + RAdam) with a flat then cosine lr (default), or AdamW with one-cycle",
     )
     d.add_argument(
         "--hard-keep",
