@@ -4,7 +4,7 @@ Same data (the real Fashion-MNIST IDX files; the same `n_valid` training images,
 seed, held out for validation; the test set evaluated once, after training), same model (the demo's
 `resnet_small(n_in=1, widths, depth, stem_stride, img_size)`, re-declared in plain PyTorch inside the fastai
 script), same batch size, same augmentation (the demo's `aug`, one `aug_transforms` call in each library),
-the same hard-example sampling (`HardExampleSampling`'s draw, re-written as a fastai callback), same
+the same whitened, frozen stem (`whiten_conv_`, re-written in the script), the same hard-example sampling (`HardExampleSampling`'s draw, re-written as a fastai callback), same
 loss (label smoothing as the demo's), same optimiser settings (the demo's `opt`: AdamW-style Adam with
 one-cycle, or ranger with `fit_flat_cos`; the demo's wd, pct_start and lr), same flip test-time
 augmentation, same time budget: each fit runs for `--budget` seconds with its schedule spread over that
@@ -68,6 +68,14 @@ for i, nf in enumerate(cfg["widths"]):
 side = 4 if cfg["flat_head"] else 1  # the demo's flat head sees the whole 4 x 4 map of a 28 px image
 pool = nn.Identity() if cfg["flat_head"] else nn.AdaptiveAvgPool2d(1)
 model = nn.Sequential(*layers, pool, nn.Flatten(), nn.Linear(ni * side * side, 10))
+if cfg["whiten"]:  # the demo's whiten_conv_: the stem's filters are the top components of 3x3 patches, frozen
+    xs = (x[rest][:cfg["whiten_sample"]].double() / 255 - 0.2860) / 0.3530
+    patches = torch.nn.functional.unfold(xs, 3).transpose(1, 2).reshape(-1, 9)
+    ev, vec = torch.linalg.eigh(torch.cov(patches.T, correction=0))
+    k = cfg["widths"][0] // 2; ev, vec = ev.flip(0)[:k].clamp(min=0), vec.flip(1)[:, :k]
+    w = (vec / (ev + 5e-4).sqrt()).T.reshape(k, 1, 3, 3)
+    with torch.no_grad(): layers[0][0].weight.copy_(torch.cat([w, -w]).float())
+    layers[0][0].weight.requires_grad_(False)  # fastai's default splitter leaves it out of the optimizer
 model = model.to(memory_format=torch.channels_last)
 rz = cfg["aug_geometry"]  # the demo's (max_rotate, max_zoom), or None for no augmentation
 augs = [] if rz is None else aug_transforms(max_rotate=rz[0], max_zoom=rz[1], max_warp=0.0, max_lighting=0.0,
@@ -162,14 +170,15 @@ TABLE = re.compile(r"(epoch\s+train_loss|\d+\s+[-\d.]+\s)")
 def recipe() -> dict:
     """Return the demo's recipe: `run_demo`'s defaults that the fastai script needs."""
     from fastvision.callback.hard import HardExampleSampling
-    from fastvision.demo import AUGS, OPTIMIZERS, run_demo
+    from fastvision.demo import AUGS, OPTIMIZERS, WHITEN_SAMPLE, run_demo
 
-    names = "bs seed n_valid label_smoothing tta widths depth stem_stride flat_head aug wd hard_keep ema opt pct_start".split()
+    names = "bs seed n_valid label_smoothing tta widths depth stem_stride flat_head aug wd hard_keep ema opt pct_start whiten".split()
     ps = inspect.signature(run_demo).parameters
     cfg = {k: ps[k].default for k in names}
     cfg["aug_geometry"] = AUGS[cfg["aug"]]
     if cfg["pct_start"] is None:  # the default of the demo's fit policy for its optimizer
         cfg["pct_start"] = OPTIMIZERS[cfg["opt"]][2]
+    cfg["whiten_sample"] = WHITEN_SAMPLE
     cfg["hard_beta"] = inspect.signature(HardExampleSampling).parameters["beta"].default
     if cfg.pop("ema"):
         raise NotImplementedError("the fastai script has no weight EMA; add one to compare with it.")

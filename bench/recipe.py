@@ -7,7 +7,7 @@ it on a quiet machine: the variants run one after the other, each a full trainin
 minutes at 5 epochs on 2 CPU cores).
 
     python bench/recipe.py [--epochs 5] ['{"aug": "affine"}' '{"lr_max": 0.012}' ...]
-    python bench/recipe.py --budget 590 '{}' '{"widths": [32, 64, 128], "stem_stride": 2}'   # full-budget demos
+    python bench/recipe.py --budget 590 '{}' '{"widths": [32, 64, 128], "stem_stride": 2, "whiten": false}'   # full-budget demos
 
 Without variants it runs the screen behind docs/benchmarks.md: the default recipe, the nets measured
 against its 28 x 28 first stage, then one change at a time to the net before it (`MORNING`: hard-example

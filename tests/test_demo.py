@@ -390,3 +390,31 @@ def test_demo_refuses_an_unknown_optimizer_and_the_command_passes_opt_only_when_
     assert "opt" not in got
     main(["demo", "--opt", "adam"])
     assert got["opt"] == "adam"
+
+
+def test_the_demo_stem_is_whitened_from_the_training_images_and_stays_frozen(tiny_demo, capsys):
+    from fastvision.vision.models import whiten_conv_
+
+    r = tiny_demo(tta=False)
+    stem = r["learn"].model[0][0]
+    expected = whiten_conv_(nn.Conv2d(1, 16, 3, bias=False), demo._normalised(r["learn"].dls.train_ds.x))
+    assert not stem.weight.requires_grad
+    assert torch.allclose(stem.weight, expected.weight)  # after 3 epochs: the training images' components
+    assert "whitened stem (frozen)" in capsys.readouterr().out
+    plain = tiny_demo(tta=False, whiten=False)["learn"].model[0][0]
+    assert plain.weight.requires_grad and not torch.allclose(plain.weight[8:], -plain.weight[:8])
+    with pytest.raises(ValueError, match=r"got widths=\(32, 64\). Pass whiten=False \(--no-whiten\)"):
+        tiny_demo(widths=(32, 64))
+    wide = tiny_demo(tta=False, widths=(32, 64), whiten=False)["learn"].model[0][0]
+    assert wide.out_channels == 32
+
+
+def test_demo_command_passes_whiten_only_when_given(monkeypatch):
+    from fastvision.cli import main
+
+    got = {}
+    monkeypatch.setattr(demo, "run_demo", lambda **kw: got.update(kw))
+    main(["demo"])
+    assert "whiten" not in got
+    main(["demo", "--no-whiten"])
+    assert got["whiten"] is False

@@ -16,6 +16,7 @@ from fastvision.vision.models import (
     default_split,
     num_features_model,
     resnet_small,
+    whiten_conv_,
 )
 
 # (arch, arch_kwargs): one per family; the cheap ones run by default, the big ones are marked slow.
@@ -193,6 +194,56 @@ def test_resnet_small_flat_head_sees_the_whole_last_feature_map(size, stem_strid
         net(torch.rand(1, 1, 30, 30))
     pooled = resnet_small(n_in=1, n_out=5, widths=widths, stem_stride=stem_stride)
     assert isinstance(pooled[-3], nn.AdaptiveAvgPool2d) and pooled(torch.rand(1, 1, 30, 30)).shape == (1, 5)
+
+
+def _smooth_images(n: int, c: int = 1, side: int = 12) -> torch.Tensor:
+    """Noise blurred by a 3 x 3 box: neighbouring pixels strongly correlated, as in photos."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, c, side + 2, side + 2, generator=g)
+    return nn.functional.avg_pool2d(x, 3, stride=1) * 3 + 0.5
+
+
+def test_whiten_conv_decorrelates_the_patches_and_freezes_its_filters():
+    x = _smooth_images(300)
+    conv = nn.Conv2d(1, 16, 3, padding=1)
+    raw = nn.functional.unfold(x, 3).transpose(1, 2).reshape(-1, 9)
+    assert torch.corrcoef(raw.T)[0, 1] > 0.5  # the pixels of a patch are correlated before
+    assert whiten_conv_(conv, x) is conv
+    w = conv.weight
+    assert torch.equal(w[8:], -w[:8]) and torch.equal(conv.bias, torch.zeros(16))
+    assert not w.requires_grad and not conv.bias.requires_grad
+    feats = nn.functional.conv2d(x, w[:8]).permute(0, 2, 3, 1).reshape(-1, 8)  # the patches, no padding
+    cov = torch.cov(feats.T.double(), correction=0)
+    assert (cov - torch.diag(cov.diagonal())).abs().max() < 1e-4  # decorrelated
+    assert cov.diagonal().min() > 0.9 and cov.diagonal().max() < 1  # unit variance, less eps's share
+    before = w.clone()  # frozen: a training step leaves the filters as they are
+    net = nn.Sequential(conv, nn.ReLU(), nn.Flatten(), nn.Linear(16 * 12 * 12, 2))
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=1.0)
+    nn.functional.cross_entropy(net(x), torch.arange(300) % 2).backward()
+    opt.step()
+    assert w.grad is None and torch.equal(w, before)
+    trainable = whiten_conv_(nn.Conv2d(1, 16, 3, bias=False), x, freeze=False)
+    assert trainable.weight.requires_grad and torch.allclose(trainable.weight, w)
+
+
+def test_whiten_conv_takes_several_channels_and_explains_what_does_not_fit():
+    x = _smooth_images(50, c=3)
+    conv = whiten_conv_(nn.Conv2d(3, 32, 3, bias=False), x, chunk=7)  # 27 patch dims, 16 components
+    feats = nn.functional.conv2d(x, conv.weight[:16]).permute(0, 2, 3, 1).reshape(-1, 16)
+    cov = torch.cov(feats.T.double(), correction=0)
+    assert (cov - torch.diag(cov.diagonal())).abs().max() < 1e-4
+    with pytest.raises(ValueError, match=r"even out_channels of at most 2 x 9 .* has 15"):
+        whiten_conv_(nn.Conv2d(1, 15, 3), x[:, :1])
+    with pytest.raises(ValueError, match=r"even out_channels of at most 2 x 9 .* has 20"):
+        whiten_conv_(nn.Conv2d(1, 20, 3), x[:, :1])
+    with pytest.raises(
+        ValueError, match=r"needs float inputs N x 1 x H x W.*torch.float32 \(50, 3, 12, 12\)"
+    ):
+        whiten_conv_(nn.Conv2d(1, 16, 3), x)
+    with pytest.raises(ValueError, match=r"torch.uint8"):
+        whiten_conv_(nn.Conv2d(1, 16, 3), (x[:, :1] * 50).to(torch.uint8))
+    with pytest.raises(TypeError, match="groups=1"):
+        whiten_conv_(nn.Conv2d(4, 8, 3, groups=2), torch.rand(2, 4, 8, 8))
 
 
 def test_create_body_counts_any_pooling_layer():

@@ -24,7 +24,11 @@ def demo(args: argparse.Namespace) -> None:
         seed=args.seed,
         lr_max=args.lr_max,
         cbs=cbs,
-        **{k: getattr(args, k) for k in ("aug", "wd", "opt", "hard_keep") if getattr(args, k) is not None},
+        **{
+            k: getattr(args, k)
+            for k in ("aug", "wd", "opt", "hard_keep", "whiten")
+            if getattr(args, k) is not None
+        },
     )
 
 

@@ -247,6 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="ranger (Lookahead + RAdam) with a flat then cosine lr (default), or AdamW with one-cycle",
     )
     d.add_argument(
+        "--whiten",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the stem's filters are the training images' principal components, frozen (default); "
+        "--no-whiten: a stem trained from a random init",
+    )
+    d.add_argument(
         "--hard-keep",
         type=_keep_fraction,
         default=None,
