@@ -242,6 +242,10 @@ def test_whiten_conv_takes_several_channels_and_explains_what_does_not_fit():
         whiten_conv_(nn.Conv2d(1, 16, 3), x)
     with pytest.raises(ValueError, match=r"torch.uint8"):
         whiten_conv_(nn.Conv2d(1, 16, 3), (x[:, :1] * 50).to(torch.uint8))
+    with pytest.raises(
+        ValueError, match=r"needs patches to measure: \(1, 1, 2, 2\) inputs hold none of 3 x 3"
+    ):
+        whiten_conv_(nn.Conv2d(1, 16, 3), torch.rand(1, 1, 2, 2))
     with pytest.raises(TypeError, match="groups=1"):
         whiten_conv_(nn.Conv2d(4, 8, 3, groups=2), torch.rand(2, 4, 8, 8))
 

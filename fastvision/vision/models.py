@@ -427,7 +427,8 @@ def whiten_conv_(
         eps: added to each eigenvalue before the inverse square root: limits how much the faintest
             components (pixel noise) are amplified.
         freeze: set `requires_grad=False` on the weight and bias (True).
-        chunk: images per step of the covariance sum (memory: chunk x H x W x C x k x k doubles).
+        chunk: images per step of the covariance sum, on the CPU in float64 whatever `x`'s device
+            (memory: chunk x H x W x C x k x k doubles).
     """
     if not isinstance(conv, nn.Conv2d) or conv.groups != 1:
         raise TypeError(f"whiten_conv_ takes an nn.Conv2d with groups=1; got {conv!r}.")
@@ -444,16 +445,20 @@ def whiten_conv_(
             f"whiten_conv_ needs float inputs N x {conv.in_channels} x H x W, normalised like the net's "
             f"inputs; got {x.dtype} {tuple(x.shape)}."
         )
+    span = [d * (k - 1) + 1 for d, k in zip(conv.dilation, conv.kernel_size)]
+    if len(x) == 0 or x.shape[-2] < span[0] or x.shape[-1] < span[1]:
+        raise ValueError(
+            f"whiten_conv_ needs patches to measure: {tuple(x.shape)} inputs hold none of "
+            f"{span[0]} x {span[1]} pixels. Pass images at least that large."
+        )
     total, outer, n = torch.zeros(dims, dtype=torch.float64), torch.zeros(dims, dims, dtype=torch.float64), 0
     for xb in x.split(chunk):
         p = (
-            nn.functional.unfold(xb.double(), (kh, kw), dilation=conv.dilation)
+            nn.functional.unfold(xb.to("cpu", torch.float64), (kh, kw), dilation=conv.dilation)
             .transpose(1, 2)
             .reshape(-1, dims)
         )
         total, outer, n = total + p.sum(0), outer + p.T @ p, n + len(p)
-    if n < 2:
-        raise ValueError(f"whiten_conv_ needs patches to measure: {tuple(x.shape)} inputs hold {n}.")
     mean = total / n
     ev, vec = torch.linalg.eigh(outer / n - torch.outer(mean, mean))  # ascending eigenvalues
     ev, vec = ev.flip(0)[: nf // 2].clamp(min=0), vec.flip(1)[:, : nf // 2]
