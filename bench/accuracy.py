@@ -6,8 +6,8 @@ seed, held out for validation; the test set evaluated once, after training), sam
 script), same batch size, same augmentation (the demo's `aug`, one `aug_transforms` call in each library),
 the same whitened, frozen stem (`whiten_conv_`, re-written in the script), the same hard-example sampling (`HardExampleSampling`'s draw, re-written as a fastai callback), same
 loss (label smoothing as the demo's), same optimiser settings (the demo's `opt`: AdamW-style Adam with
-one-cycle, or ranger with `fit_flat_cos`; the demo's wd, pct_start and lr), same flip test-time
-augmentation, same time budget: each fit runs for `--budget` seconds with its schedule spread over that
+one-cycle, or ranger with `fit_flat_cos`; the demo's wd, pct_start and lr), same test-time
+augmentation (flips and 1-pixel shifts, weighted as the demo's), same time budget: each fit runs for `--budget` seconds with its schedule spread over that
 time (fastvision's `TimeBudget`, re-written as a fastai callback), so each library trains as many batches
 as its speed allows.
 The recipe is read from `run_demo`'s defaults, so the two stay in step with `fastvision demo`.
@@ -62,8 +62,9 @@ class Res(nn.Module):
         s.shortcut = nn.Sequential(*sc); s.act = nn.ReLU(inplace=True)
     def forward(s, x): return s.act(s.convs(x) + s.shortcut(x))
 layers, ni = [conv_bn(1, cfg["widths"][0], cfg["stem_stride"])], cfg["widths"][0]
-for i, nf in enumerate(cfg["widths"]):
-    layers.append(nn.Sequential(*[Res(ni if j == 0 else nf, nf, 2 if i > 0 and j == 0 else 1) for j in range(cfg["depth"])]))
+depths = cfg["depth"] if isinstance(cfg["depth"], list) else [cfg["depth"]] * len(cfg["widths"])
+for i, (nf, d) in enumerate(zip(cfg["widths"], depths)):  # a first stage of depth 0 is empty
+    layers.append(nn.Sequential(*[Res(ni if j == 0 else nf, nf, 2 if i > 0 and j == 0 else 1) for j in range(d)]))
     ni = nf
 side = 4 if cfg["flat_head"] else 1  # the demo's flat head sees the whole 4 x 4 map of a 28 px image
 pool = nn.Identity() if cfg["flat_head"] else nn.AdaptiveAvgPool2d(1)
@@ -153,14 +154,20 @@ valid_acc = float(learn.validate()[1])
 xt, yt = xy("t10k")
 class Valid(list): split_idx = 1  # else `new` on a plain list would apply the training augmentation
 test_dl = dls.valid.new(Valid(ds(xt, yt)))
-model.eval(); hits = hits_plain = 0
+def shifted(x, dx, dy):  # the demo's ShiftInputs: move by (dx, dy) pixels, the uncovered border black
+    h, w = x.shape[-2:]; p = torch.nn.functional.pad(x, (1, 1, 1, 1), value=(0 - 0.2860) / 0.3530)
+    return p[..., 1 - dy : 1 - dy + h, 1 - dx : 1 - dx + w].contiguous(memory_format=torch.channels_last)
+model.eval(); hits = hits_plain = hits_flip = 0
 with torch.no_grad():
     for xb, yb in test_dl:
         p = model(xb).softmax(1); hits_plain += int((p.argmax(1) == yb).sum())
-        if tta: p = (p + model(xb.flip(-1)).softmax(1)) / 2
+        if tta:  # the demo's TTA: the flip average (1/2) and the mean of 8 one-pixel shifts of both (1/2)
+            p = (p + model(xb.flip(-1)).softmax(1)) / 2; hits_flip += int((p.argmax(1) == yb).sum())
+            views = [shifted(v, dx, dy) for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)) for v in (xb, xb.flip(-1))]
+            p = (p + torch.stack([model(v).softmax(1) for v in views]).mean(0)) / 2
         hits += int((p.argmax(1) == yb).sum())
 print(json.dumps({"epochs": epochs, "train_time": tt, "valid_accuracy": valid_acc, "accuracy": hits / len(yt),
-                  "accuracy_no_tta": hits_plain / len(yt)}))
+                  "accuracy_no_tta": hits_plain / len(yt), "accuracy_flip_tta": hits_flip / len(yt)}))
 """
 
 
@@ -182,7 +189,8 @@ def recipe() -> dict:
     cfg["hard_beta"] = inspect.signature(HardExampleSampling).parameters["beta"].default
     if cfg.pop("ema"):
         raise NotImplementedError("the fastai script has no weight EMA; add one to compare with it.")
-    return {**cfg, "widths": list(cfg["widths"])}
+    depth = cfg["depth"] if isinstance(cfg["depth"], int) else list(cfg["depth"])
+    return {**cfg, "widths": list(cfg["widths"]), "depth": depth}
 
 
 def main() -> None:
@@ -223,7 +231,8 @@ def main() -> None:
         return
     theirs = json.loads(lines[-1])
     print(
-        f"fastai 2.8.12: test {theirs['accuracy']:.4f} with flip TTA ({theirs['accuracy_no_tta']:.4f} without), "
+        f"fastai 2.8.12: test {theirs['accuracy']:.4f} with the demo's TTA ({theirs['accuracy_flip_tta']:.4f} with "
+        f"flips only, {theirs['accuracy_no_tta']:.4f} without), "
         f"validation {theirs['valid_accuracy']:.4f}, in {theirs['train_time']:.0f} s ({theirs['epochs']} epochs)"
     )
     print(f"same budget ({a.budget:.0f} s), lr_max {lr:.2e}: test accuracy {ours['accuracy']:.4f} vs "

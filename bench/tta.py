@@ -1,4 +1,7 @@
-"""Test-time augmentation views on a trained demo model: plain, flip (the demo's TTA), flip + 1-pixel shifts.
+"""Test-time augmentation views on a trained demo model: plain, flip, flip + 1-pixel shifts (two weightings).
+
+The demo's TTA (`run_demo(tta=True)`) is the last: the flip average and the mean of the 8 shifted views
+weighted 1/2 each.
 
 Loads the model `fastvision demo` exported and scores its validation split (the 5,000 held-out training
 images, same seed) and the test set with each set of views averaged (softmax probabilities). Inference
@@ -41,13 +44,19 @@ def main() -> None:
     for name, dl in (("validation", dls[1]), ("test", dls[2])):
         batches = list(dl)
         y = torch.cat([b[1] for b in batches])
-        views = {"plain": [], "flip": [], "flip + 4 shifts of both": []}
+        views = {
+            "plain": [],
+            "flip": [],
+            "flip + 4 shifts of both, equal weights": [],
+            "the demo's (1/2, 1/2)": [],
+        }
         for x, _ in batches:
             plain, flipped = probs(x), probs(x.flip(-1))
             shifted = sum(probs(shift(v, dx, dy)) for v in (x, x.flip(-1)) for dx, dy in SHIFTS)
             views["plain"].append(plain)
             views["flip"].append(plain + flipped)
-            views["flip + 4 shifts of both"].append(plain + flipped + shifted)
+            views["flip + 4 shifts of both, equal weights"].append(plain + flipped + shifted)
+            views["the demo's (1/2, 1/2)"].append((plain + flipped) / 2 + shifted / 8)
         accs = {k: (torch.cat(v).argmax(1) == y).float().mean().item() for k, v in views.items()}
         print(f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in accs.items()), flush=True)
 

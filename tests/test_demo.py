@@ -1,6 +1,7 @@
 """The Fashion-MNIST demo: the held-out validation split, the test set read once at the end, and its options."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -108,20 +109,59 @@ def test_demo_net_has_a_first_stage_at_the_full_28_pixels(tiny_demo):
     assert model[-1].in_features == 128 * 4 * 4  # the flat head sees the whole last map
 
 
-def _plain_and_flipped(learn):
+def _shifted(x, dx, dy, fill):
+    """Move x by (dx, dy) pixels through a padded copy: an independent reference for ShiftInputs."""
+    h, w = x.shape[-2:]
+    p = torch.nn.functional.pad(x, (1, 1, 1, 1), value=fill)
+    return p[..., 1 - dy : 1 - dy + h, 1 - dx : 1 - dx + w]
+
+
+def _views(learn, fill):
     x, probs, _ = learn.get_preds(ds_idx=2, with_input=True)
     with torch.no_grad():
-        flipped = learn.model.eval()(x.flip(-1)).softmax(1)
-    return probs, flipped
+        model = learn.model.eval()
+        flipped = model(x.flip(-1)).softmax(1)
+        shifted = [
+            model(_shifted(v, dx, dy, fill)).softmax(1) for dx, dy in demo.TTA_SHIFTS for v in (x, x.flip(-1))
+        ]
+    return probs, flipped, torch.stack(shifted).mean(0)
 
 
-def test_tta_averages_the_test_predictions_with_those_of_the_mirror_images(tiny_demo, capsys):
+def test_tta_averages_flips_and_one_pixel_shifts_of_the_test_images(tiny_demo, capsys):
     r = tiny_demo(tta=True, opt="adam")
-    probs, flipped = _plain_and_flipped(r["learn"])
+    black = demo._normalised(torch.zeros(1, 1, 1, 1)).item()
+    probs, flipped, shifted = _views(r["learn"], black)
     assert (probs - flipped).abs().max() > 0.3  # mirror images are the other class here
-    assert torch.allclose(r["interp"].preds, (probs + flipped) / 2, atol=1e-5)
-    assert r["accuracy_no_tta"] == (probs.argmax(1) == r["interp"].targs).float().mean().item()
-    assert "with flip TTA" in capsys.readouterr().out and r["valid_accuracy_tta"] is not None
+    assert torch.allclose(r["interp"].preds, ((probs + flipped) / 2 + shifted) / 2, atol=1e-5)
+    targs = r["interp"].targs
+    assert r["accuracy_no_tta"] == (probs.argmax(1) == targs).float().mean().item()
+    assert r["accuracy_flip_tta"] == ((probs + flipped).argmax(1) == targs).float().mean().item()
+    out = capsys.readouterr().out
+    assert "with TTA (flips and 1-pixel shifts;" in out and r["valid_accuracy_tta"] is not None
+    assert f"{r['accuracy_flip_tta']:.4f} with flips only, {r['accuracy_no_tta']:.4f} without" in out
+
+
+@pytest.mark.parametrize("dx, dy", [(1, 0), (-1, 0), (0, 1), (0, -1), (2, -1)])
+def test_shift_inputs_moves_the_batch_and_fills_the_uncovered_border(dx, dy):
+    x = (
+        torch.arange(2 * 5 * 6, dtype=torch.float)
+        .view(2, 1, 5, 6)
+        .contiguous(memory_format=torch.channels_last)
+    )
+    cb, learn = demo.ShiftInputs(dx, dy, fill=-7.0), SimpleNamespace(xb=(x,))
+    cb.learn = learn
+    cb.before_batch()
+    out = learn.xb[0]
+    if abs(dx) < 2:
+        assert torch.equal(out, _shifted(x, dx, dy, -7.0))
+    assert out[0, 0, 2 + dy, 3 + dx] == x[0, 0, 2, 3] and out.is_contiguous(memory_format=torch.channels_last)
+    assert (out == -7.0).sum() == 2 * (5 * 6 - (5 - abs(dy)) * (6 - abs(dx)))
+    flipped = demo.ShiftInputs(dx, dy, fill=-7.0, flip=True)
+    flipped.learn = SimpleNamespace(xb=(x,))
+    flipped.before_batch()
+    assert torch.equal(flipped.learn.xb[0], demo.ShiftInputs(dx, dy, -7.0)._shift(x.flip(-1)))
+    with pytest.raises(ValueError, match=r"ShiftInputs\(dx=6, dy=0\) on 5 x 6 images: shift by less"):
+        demo.ShiftInputs(6, 0)._shift(x)
 
 
 def test_label_smoothing_is_the_loss_and_softens_the_predictions(tiny_demo):

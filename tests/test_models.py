@@ -196,6 +196,23 @@ def test_resnet_small_flat_head_sees_the_whole_last_feature_map(size, stem_strid
     assert isinstance(pooled[-3], nn.AdaptiveAvgPool2d) and pooled(torch.rand(1, 1, 30, 30)).shape == (1, 5)
 
 
+def test_resnet_small_depth_per_stage_and_an_empty_first_stage():
+    net = resnet_small(n_in=1, n_out=10, widths=(8, 16, 32), depth=(0, 2, 1), img_size=28)
+    assert [len(stage) for stage in list(net)[1:4]] == [0, 2, 1]
+    assert net[2][0].convs[0][0].in_channels == 8  # the stem feeds the second stage directly
+    x = torch.rand(2, 1, 28, 28)
+    assert net(x).shape == (2, 10) and net[-1].in_features == 32 * 7 * 7
+    rebuilt = ResNetSmall(**net.init_kwargs)
+    assert net.init_kwargs["depth"] == [0, 2, 1]
+    assert sum(p.numel() for p in rebuilt.parameters()) == sum(p.numel() for p in net.parameters())
+    assert sum(p.numel() for p in net.parameters()) < sum(
+        p.numel() for p in resnet_small(n_in=1, widths=(8, 16, 32), depth=(1, 2, 1), img_size=28).parameters()
+    )
+    for bad in [(1, 1), (1, 0, 1), (-1, 1, 1)]:
+        with pytest.raises(ValueError, match=r"one per width \(3 for widths=\(8, 16, 32\)\).*got depth="):
+            resnet_small(widths=(8, 16, 32), depth=bad)
+
+
 def _smooth_images(n: int, c: int = 1, side: int = 12) -> torch.Tensor:
     """Noise blurred by a 3 x 3 box: neighbouring pixels strongly correlated, as in photos."""
     g = torch.Generator().manual_seed(0)

@@ -348,7 +348,9 @@ class ResNetSmall(nn.Sequential):
     Flatten, Linear. Residual branches end with a zero-initialised BatchNorm, so every block starts as
     the identity. With `img_size` the head flattens the last feature map instead of averaging it, so
     the classifier sees where each feature is (a collar at the top, sleeves at the sides), and the net
-    takes only `img_size` x `img_size` inputs.
+    takes only `img_size` x `img_size` inputs. `depth` is the number of residual blocks per stage, one
+    number for all or one per width; the first stage may have none (an empty stage: the stem's
+    `widths[0]` channels go straight to the second stage's stride-2 block).
     """
 
     def __init__(
@@ -356,16 +358,21 @@ class ResNetSmall(nn.Sequential):
         n_in: int = 3,
         n_out: int = 10,
         widths: Sequence[int] = (32, 64, 128),
-        depth: int = 1,
+        depth: int | Sequence[int] = 1,
         stem_stride: int = 1,
         img_size: int | None = None,
     ):
+        depths = [depth] * len(widths) if isinstance(depth, int) else [int(d) for d in depth]
+        if len(depths) != len(widths) or any(d < 1 for d in depths[1:]) or depths[0] < 0:
+            raise ValueError(
+                f"ResNetSmall needs one depth for all stages or one per width ({len(widths)} for "
+                f"widths={tuple(widths)}), each at least 1 (0 allowed for the first stage only); got "
+                f"depth={depth!r}."
+            )
         layers: list[nn.Module] = [_conv_bn(n_in, widths[0], stride=stem_stride)]
         ni, side = widths[0], None if img_size is None else -(-img_size // stem_stride)
-        for i, nf in enumerate(widths):
-            blocks = [
-                _ResBlock(ni if j == 0 else nf, nf, 2 if (i > 0 and j == 0) else 1) for j in range(depth)
-            ]
+        for i, (nf, d) in enumerate(zip(widths, depths)):
+            blocks = [_ResBlock(ni if j == 0 else nf, nf, 2 if (i > 0 and j == 0) else 1) for j in range(d)]
             layers.append(nn.Sequential(*blocks))
             ni = nf
             if side is not None and i > 0:
@@ -378,7 +385,7 @@ class ResNetSmall(nn.Sequential):
             "n_in": n_in,
             "n_out": n_out,
             "widths": list(widths),
-            "depth": depth,
+            "depth": depth if isinstance(depth, int) else depths,
             "stem_stride": stem_stride,
             "img_size": img_size,
         }
@@ -398,7 +405,7 @@ def resnet_small(
     n_in: int = 3,
     n_out: int = 10,
     widths: Sequence[int] = (32, 64, 128),
-    depth: int = 1,
+    depth: int | Sequence[int] = 1,
     stem_stride: int = 1,
     img_size: int | None = None,
 ) -> ResNetSmall:
