@@ -16,7 +16,9 @@ fastai runs in `~/fastai-env`:
 
     python bench/accuracy.py [--budget 590] [--lr LR]
 
-Both libraries print their per-epoch table. Without `--lr`, fastvision picks lr_max with the demo's rule
+Both libraries print their per-epoch table, and each its peak resident memory (the process's
+`ru_maxrss`: fastvision's is read in this process after its run, fastai's in its own process; neither uses
+loader workers). Without `--lr`, fastvision picks lr_max with the demo's rule
 (lr_find) and fastai trains at the same value.
 """
 
@@ -31,7 +33,7 @@ import time
 from pathlib import Path
 
 FASTAI = r"""
-import gzip, json, math, sys, time, numpy as np, torch
+import gzip, json, math, resource, sys, time, numpy as np, torch
 from functools import partial
 from torch import nn
 from fastai.vision.all import *
@@ -167,7 +169,8 @@ with torch.no_grad():
             p = (p + torch.stack([model(v).softmax(1) for v in views]).mean(0)) / 2
         hits += int((p.argmax(1) == yb).sum())
 print(json.dumps({"epochs": epochs, "train_time": tt, "valid_accuracy": valid_acc, "accuracy": hits / len(yt),
-                  "accuracy_no_tta": hits_plain / len(yt), "accuracy_flip_tta": hits_flip / len(yt)}))
+                  "accuracy_no_tta": hits_plain / len(yt), "accuracy_flip_tta": hits_flip / len(yt),
+                  "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))  # Linux: KB
 """
 
 
@@ -204,13 +207,15 @@ def main() -> None:
     )
     a = ap.parse_args()
     from fastvision.demo import run_demo
+    from fastvision.memory import format_bytes
 
     cfg = recipe()
     print(f"recipe: {cfg}", flush=True)
     t = time.time()
     ours = run_demo(budget=a.budget, out="/tmp/bench-accuracy", lr_max=a.lr)
     print(f"fastvision: test {ours['accuracy']:.4f} (validation {ours['valid_accuracy']:.4f}) in "
-          f"{ours['train_time']:.0f} s ({ours['epochs']} epochs; {time.time() - t:.0f} s in all)", flush=True)  # fmt: skip
+          f"{ours['train_time']:.0f} s ({ours['epochs']} epochs; {time.time() - t:.0f} s in all); "
+          f"peak memory {format_bytes(ours['peak_rss'])}", flush=True)  # fmt: skip
     fa = Path.home() / "fastai-env" / "bin" / "python"
     if not fa.exists():
         print("fastai: ~/fastai-env missing; see this script's docstring to create it")
@@ -233,10 +238,12 @@ def main() -> None:
     print(
         f"fastai 2.8.12: test {theirs['accuracy']:.4f} with the demo's TTA ({theirs['accuracy_flip_tta']:.4f} with "
         f"flips only, {theirs['accuracy_no_tta']:.4f} without), "
-        f"validation {theirs['valid_accuracy']:.4f}, in {theirs['train_time']:.0f} s ({theirs['epochs']} epochs)"
+        f"validation {theirs['valid_accuracy']:.4f}, in {theirs['train_time']:.0f} s ({theirs['epochs']} epochs); "
+        f"peak memory {format_bytes(theirs['peak_rss'])}"
     )
     print(f"same budget ({a.budget:.0f} s), lr_max {lr:.2e}: test accuracy {ours['accuracy']:.4f} vs "
-          f"{theirs['accuracy']:.4f}, epochs {ours['epochs']} vs {theirs['epochs']}")  # fmt: skip
+          f"{theirs['accuracy']:.4f}, epochs {ours['epochs']} vs {theirs['epochs']}, peak memory "
+          f"{format_bytes(ours['peak_rss'])} vs {format_bytes(theirs['peak_rss'])} (resident set of each process)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from .callback.core import Callback, RunMode
 from .callback.hard import HardExampleSampling
 from .callback.schedule import TimeBudget
+from .memory import format_bytes, peak_rss
 from .optimizer import Adam, ranger
 
 __all__ = ["run_demo", "fashion_mnist_dls", "FASHION_MNIST_STATS", "FlipInputs", "ShiftInputs", "WeightEMA"]
@@ -285,7 +286,8 @@ def run_demo(
 ) -> dict:
     """Train, evaluate, interpret and export on Fashion-MNIST; print the results and return them.
 
-    The returned dict holds the accuracies, epochs and times, the most confused pairs, the `learn`er
+    The returned dict holds the accuracies, epochs and times, the peak resident memory (`peak_rss`, bytes,
+    None where the OS does not report it), the most confused pairs, the `learn`er
     and the test set's `interp`retation (whose `preds` are the probabilities the test accuracy uses).
 
     Args:
@@ -445,6 +447,7 @@ def run_demo(
     flip_acc = None if flip_probs is None else _acc(flip_probs, targs)
     losses = F.nll_loss(final.clamp_min(1e-12).log(), targs, reduction="none")
     test_time = time.time() - t
+    peak = peak_rss()  # training and the test pass; no loader workers here, so this process is all of it
     print(
         f"test accuracy: {acc:.4f}"
         + (
@@ -453,7 +456,7 @@ def run_demo(
             else ""
         )
         + f", cross-entropy {losses.mean():.4f}; training time {train_time:.0f} s; "
-        f"test evaluation {test_time:.1f} s, after training"
+        f"test evaluation {test_time:.1f} s, after training; peak memory {format_bytes(peak)} (resident)"
     )
 
     interp = ClassificationInterpretation(learn, dls[2], final, targs, final.argmax(1), losses)
@@ -478,6 +481,7 @@ def run_demo(
         "lr_max": lr,
         "train_time": train_time,
         "test_time": test_time,
+        "peak_rss": peak,
         "most_confused": pairs,
         "learn": learn,
         "interp": interp,

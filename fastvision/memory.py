@@ -11,17 +11,23 @@ with 2 MB pages).
   pages on the new memory (`madvise(MADV_HUGEPAGE)` on that range only; nothing global changes, and
   where huge pages are unavailable the call is a no-op).
 - `float_batch` is `x.float()` into such memory.
+- `peak_rss` is the most resident memory this process has held so far (what `fastvision demo` reports).
 """
 
 from __future__ import annotations
 
 import ctypes
 import sys
+
+try:
+    import resource
+except ImportError:  # Windows
+    resource = None  # type: ignore[assignment]
 from typing import Any
 
 import torch
 
-__all__ = ["batch_empty", "float_batch"]
+__all__ = ["batch_empty", "float_batch", "peak_rss", "format_bytes"]
 
 _HUGE = 2 << 20  # x86-64 / arm64 transparent huge page size
 _MIN_BYTES = 4 * _HUGE  # below this a huge page rounds more than it saves
@@ -83,3 +89,22 @@ def float_batch(x: torch.Tensor) -> torch.Tensor:
         return x.float()
     out = advise_huge_pages(torch.empty_like(x, dtype=torch.float32))
     return out.copy_(x)
+
+
+def peak_rss() -> int | None:
+    """The largest resident set this process has had so far, in bytes (None where the OS does not say).
+
+    Loader workers are other processes and are not counted; their own peaks are in `getrusage(RUSAGE_CHILDREN)`
+    once they have exited.
+    """
+    if resource is None:
+        return None
+    kb_or_b = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb_or_b if sys.platform == "darwin" else kb_or_b * 1024  # Linux and the BSDs give kilobytes
+
+
+def format_bytes(n: int | None) -> str:
+    """`n` bytes as "1.23 GB" / "456 MB" (powers of 1000), "unknown" for None."""
+    if n is None:
+        return "unknown"
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"

@@ -1,6 +1,7 @@
 """The Fashion-MNIST demo: the held-out validation split, the test set read once at the end, and its options."""
 
 import math
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -15,6 +16,7 @@ from fastvision.data.load import DataLoaders
 from fastvision.demo import WeightEMA, fashion_mnist_dls
 from fastvision.learner import Learner
 from fastvision.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropy
+from fastvision.memory import format_bytes
 from fastvision.optimizer import SGD
 
 has_fmnist = pytest.mark.skipif(
@@ -92,6 +94,11 @@ def test_demo_reports_the_accuracy_on_the_test_set(tiny_demo, tmp_path, capsys):
     assert f"test accuracy: {r['accuracy']:.4f}" in text and "16 validation" in text and "24 test" in text
     assert len(r["interp"].targs) == 24 and r["valid_accuracy_tta"] is None
     assert r["accuracy"] == r["accuracy_no_tta"]
+    assert r["peak_rss"] > 50e6  # this process: python, torch and the run (bytes)
+    assert re.search(
+        r"test evaluation [\d.]+ s, after training; peak memory ([\d.]+ [MG]B) \(resident\)", text
+    )
+    assert f"peak memory {format_bytes(r['peak_rss'])} (resident)" in text
     assert "most confused on the test set" in text and "1            -> 0            12" in text
     for f in ("lr_find.png", "confusion_matrix.png", "top_losses.png", "model.json"):
         assert (tmp_path / "out" / f).exists()

@@ -1,10 +1,13 @@
 """Batch memory: shared in workers, huge-paged elsewhere, and the batch stage reading only what it needs."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
 import fastvision.vision.lazy as lazy
-from fastvision.memory import advise_huge_pages, batch_empty, float_batch
+from fastvision.memory import advise_huge_pages, batch_empty, float_batch, format_bytes
 from fastvision.vision.augment import Rotate, Warp
 from fastvision.vision.lazy import PendingImage, collate_pending
 from fastvision.vision.lighting import Brightness, Contrast, IntToFloatTensor, LightingGroup
@@ -98,3 +101,22 @@ def test_lighting_leaves_its_input_unchanged():
     assert torch.equal(x, before) and not torch.equal(y, x)
     half = x.half()
     assert LightingGroup([Brightness(p=1.0, draw=0.7)])(half, split_idx=0).dtype == torch.float16
+
+
+_PEAK = """
+import numpy as np
+from fastvision.memory import peak_rss
+before = peak_rss()
+a = np.ones(1_500_000_000 // 8)  # 1.5 GB, every page written: more than importing torch peaks at
+print(before, peak_rss())
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no getrusage on Windows")
+def test_peak_rss_counts_what_the_process_touched_in_bytes_and_formats_it():
+    before, after = map(int, subprocess.check_output([sys.executable, "-c", _PEAK], text=True).split())
+    assert 20e6 < before < 1.4e9  # an interpreter with torch imported: tens to hundreds of MB
+    assert after >= 1.5e9  # the peak holds the whole array, in bytes (Linux reports KB)
+    assert after < 1.5e9 + before + 100e6
+    assert format_bytes(1_234_000_000) == "1.23 GB" and format_bytes(456_400_000) == "456 MB"
+    assert format_bytes(None) == "unknown"
