@@ -16,8 +16,8 @@ fastai runs in `~/fastai-env`:
 
     python bench/accuracy.py [--budget 590] [--lr LR]
 
-Both libraries print their per-epoch table, and each its peak resident memory (the process's
-`ru_maxrss`: fastvision's is read in this process after its run, fastai's in its own process; neither uses
+Both libraries print their per-epoch table, and each its peak resident memory (the process's own high-water
+mark, `VmHWM`: fastvision's read in this process after its run, fastai's in its own process; neither uses
 loader workers). Without `--lr`, fastvision picks lr_max with the demo's rule
 (lr_find) and fastai trains at the same value.
 """
@@ -33,11 +33,13 @@ import time
 from pathlib import Path
 
 FASTAI = r"""
-import gzip, json, math, resource, sys, time, numpy as np, torch
+import gzip, json, math, sys, time, numpy as np, torch
 from functools import partial
 from torch import nn
 from fastai.vision.all import *
 budget, lr, cfg = float(sys.argv[1]), float(sys.argv[2]), json.loads(sys.argv[3])
+def peak_rss():  # as fastvision.memory.peak_rss on Linux: this program's own peak resident set (VmHWM), bytes
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
 bs, n_valid, eps, tta = cfg["bs"], cfg["n_valid"], cfg["label_smoothing"], cfg["tta"]
 def read_idx(p):
     d = gzip.open(p).read(); nd = d[3]
@@ -170,7 +172,7 @@ with torch.no_grad():
         hits += int((p.argmax(1) == yb).sum())
 print(json.dumps({"epochs": epochs, "train_time": tt, "valid_accuracy": valid_acc, "accuracy": hits / len(yt),
                   "accuracy_no_tta": hits_plain / len(yt), "accuracy_flip_tta": hits_flip / len(yt),
-                  "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))  # Linux: KB
+                  "peak_rss": peak_rss()}))
 """
 
 

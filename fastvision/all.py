@@ -46,6 +46,7 @@ from .optimizer import *
 from .plots import *
 from .testing import *
 from .transform import *
+from .utils import set_seed
 from .vision.arch import *
 from .vision.augment import *
 from .vision.block import *

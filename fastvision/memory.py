@@ -94,13 +94,22 @@ def float_batch(x: torch.Tensor) -> torch.Tensor:
 def peak_rss() -> int | None:
     """The largest resident set this process has had so far, in bytes (None where the OS does not say).
 
-    Loader workers are other processes and are not counted; their own peaks are in `getrusage(RUSAGE_CHILDREN)`
-    once they have exited.
+    On Linux this is the `VmHWM` line of /proc/self/status: the peak of this program's own memory. (The
+    `ru_maxrss` of `getrusage` is not: a process started with fork or vfork and exec keeps its parent's
+    high-water mark, e.g. pytest's when a test spawns Python.) Elsewhere `ru_maxrss`. Loader workers are
+    other processes and are not counted.
     """
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024  # "VmHWM:   123456 kB"
+    except (OSError, ValueError, IndexError):
+        pass
     if resource is None:
         return None
     kb_or_b = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb_or_b if sys.platform == "darwin" else kb_or_b * 1024  # Linux and the BSDs give kilobytes
+    return kb_or_b if sys.platform == "darwin" else kb_or_b * 1024  # the BSDs give kilobytes
 
 
 def format_bytes(n: int | None) -> str:

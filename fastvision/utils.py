@@ -21,6 +21,7 @@ __all__ = [
     "unwrap_model",
     "get_rng_states",
     "set_rng_states",
+    "set_seed",
     "format_time",
     "signature_defaults",
     "unexpected_kwargs",
@@ -101,6 +102,24 @@ def get_rng_states() -> dict[str, Any]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def set_seed(s: int, reproducible: bool = False) -> None:
+    """Seed every global RNG a run draws from: python `random`, NumPy, torch on the CPU and on every GPU.
+
+    As fastai's `set_seed`. With `reproducible=True` cuDNN also picks deterministic kernels and stops
+    benchmarking them (slower on a GPU; nothing changes on the CPU). fastvision's loaders and `RandomSplitter`
+    take their own `seed`, so they do not depend on this; the model's initial weights and anything else drawn
+    from the global RNGs do.
+    """
+    if not isinstance(s, int) or isinstance(s, bool):
+        raise TypeError(f"set_seed: the seed must be an int, got {s!r} ({type(s).__name__}).")
+    random.seed(s)
+    np.random.seed(s % 2**32)  # NumPy's legacy seed takes 0 <= s < 2**32
+    torch.manual_seed(s)  # the CPU generator and every CUDA device's
+    if reproducible:
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
 
 
 def set_rng_states(state: dict[str, Any]) -> None:

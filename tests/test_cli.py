@@ -210,6 +210,41 @@ def test_a_diverged_run_keeps_the_previous_export_and_exits_1(tmp_path, folder, 
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.name.startswith("model")} == before
 
 
+def test_the_seed_makes_a_training_run_repeat_whatever_the_global_rng(tmp_path, folder):
+    args = ["train", str(folder), *TINY, "--lr", "1e-2", "--seed", "5"]
+    weights = []
+    for i in range(2):
+        torch.manual_seed(i)  # a different global RNG each time: --seed alone must fix the run
+        assert main([*args, "--out", str(tmp_path / f"run{i}")]) == 0
+        from fastvision.export import load_learner
+
+        weights.append(load_learner(tmp_path / f"run{i}" / "model.json").model.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def _spoil(folder, n=1):
+    """Overwrite `n` images of `folder` with bytes no decoder reads; return their paths."""
+    bad = sorted(folder.rglob("*.jpg"))[:n]
+    for p in bad:
+        p.write_bytes(b"not an image")
+    return bad
+
+
+def test_train_names_an_unreadable_image_and_skips_it_on_request(tmp_path, folder, capsys):
+    (bad,) = _spoil(folder)
+    args = ["train", str(folder), *TINY, "--lr", "1e-2"]
+    code, err = cli_error([*args, "--out", tmp_path / "a"], capsys)
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"fastvision train: error: cannot read image '{bad}'")
+    assert "--on-bad-image skip" in err[0] and not (tmp_path / "a" / "model.json").exists()
+    with pytest.warns(UserWarning, match=f"Left out 1 unreadable image.*{bad.name}"):
+        assert main([*args, "--on-bad-image", "skip", "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "b" / "model.json").exists()
+    small = ["--arch", "resnet_small", "--no-pretrained", "--size", "32", "--bs", "4", "--num-workers", "0"]
+    code, err = cli_error(["lr-find", folder, *small, "--out", tmp_path / "lr.png"], capsys)
+    assert code == 2 and f"cannot read image '{bad}'" in err[0] and "--on-bad-image skip" in err[0]
+
+
 def test_train_resume_continues_an_interrupted_run(tmp_path, folder, monkeypatch, capsys):
     args = ["train", str(folder), "--arch", "resnet_small", "--pretrained", "--epochs", "2", "--lr", "1e-2"]
     args += ["--size", "32", "--bs", "4", "--num-workers", "0", "--seed", "3"]
@@ -229,6 +264,10 @@ def test_train_resume_continues_an_interrupted_run(tmp_path, folder, monkeypatch
     torch.manual_seed(0)
     with pytest.warns(UserWarning, match="interrupted"):
         assert main([*args, "--out", str(out)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        "fastvision train: interrupted. Run the same command with --resume to continue from the last checkpoint."
+    )
     assert not (out / "model.json").exists() and (out / "run.json").exists()
     monkeypatch.setattr(ResumableCheckpoint, "save", real_save)
     torch.manual_seed(1)  # other initial weights: they must all come from the checkpoint

@@ -104,19 +104,23 @@ def test_lighting_leaves_its_input_unchanged():
 
 
 _PEAK = """
+import subprocess, sys
 import numpy as np
 from fastvision.memory import peak_rss
 before = peak_rss()
 a = np.ones(1_500_000_000 // 8)  # 1.5 GB, every page written: more than importing torch peaks at
-print(before, peak_rss())
+child = subprocess.check_output([sys.executable, "-c", "from fastvision.memory import peak_rss; print(peak_rss())"])
+print(before, peak_rss(), int(child))
 """
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no getrusage on Windows")
 def test_peak_rss_counts_what_the_process_touched_in_bytes_and_formats_it():
-    before, after = map(int, subprocess.check_output([sys.executable, "-c", _PEAK], text=True).split())
+    out = subprocess.check_output([sys.executable, "-c", _PEAK], text=True)
+    before, after, child = map(int, out.split())
     assert 20e6 < before < 1.4e9  # an interpreter with torch imported: tens to hundreds of MB
     assert after >= 1.5e9  # the peak holds the whole array, in bytes (Linux reports KB)
     assert after < 1.5e9 + before + 100e6
+    assert 20e6 < child < 1.4e9  # its own peak, not its parent's (getrusage's ru_maxrss inherits that)
     assert format_bytes(1_234_000_000) == "1.23 GB" and format_bytes(456_400_000) == "456 MB"
     assert format_bytes(None) == "unknown"

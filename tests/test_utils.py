@@ -7,7 +7,15 @@ import pytest
 import torch
 from torch import nn
 
-from fastvision.utils import format_time, get_rng_states, listify, set_rng_states, to_device, unwrap_model
+from fastvision.utils import (
+    format_time,
+    get_rng_states,
+    listify,
+    set_rng_states,
+    set_seed,
+    to_device,
+    unwrap_model,
+)
 
 
 def test_to_device_keeps_tuples_lists_and_dicts():
@@ -52,3 +60,26 @@ def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
 @pytest.mark.parametrize("t,want", [(0, "00:00"), (59.9, "00:59"), (61, "01:01"), (3725, "1:02:05")])
 def test_format_time(t, want):
     assert format_time(t) == want
+
+
+def _draws():
+    return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+
+def test_set_seed_repeats_python_numpy_and_torch_draws_and_refuses_a_non_int():
+    set_seed(7)
+    a = _draws()
+    b = _draws()
+    set_seed(7)
+    assert _draws() == a and _draws() == b and a != b
+    set_seed(8)
+    assert _draws() != a
+    set_seed(2**40)  # beyond NumPy's 32-bit seeds: folded, not refused
+    with pytest.raises(TypeError, match="must be an int, got '7'"):
+        set_seed("7")
+    old = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    try:
+        set_seed(1, reproducible=True)
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = old

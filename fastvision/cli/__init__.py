@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from .parser import CLIError, build_parser
+from .parser import CLIError, Interrupted, build_parser
 
 __all__ = ["main", "build_parser"]
 
@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _command(args.command)(args)
+    except Interrupted as e:
+        print(f"fastvision {args.command}: interrupted. {' '.join(str(e).split())}", file=sys.stderr)
+        return e.code
     except CLIError as e:
         print(f"fastvision {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return e.code

@@ -6,12 +6,14 @@ import argparse
 import csv
 import os
 import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from .parser import CLIError
 
-__all__ = ["make_dls"]
+__all__ = ["make_dls", "bad_images_as_cli_errors"]
 
 
 def make_dls(args: argparse.Namespace, aug: bool = True) -> Any:
@@ -68,7 +70,12 @@ def make_dls(args: argparse.Namespace, aug: bool = True) -> Any:
         )
     try:
         dls = DataBlock(**kw).dataloaders(
-            source, bs=args.bs, num_workers=args.num_workers, seed=args.seed, path=path
+            source,
+            bs=args.bs,
+            num_workers=args.num_workers,
+            seed=args.seed,
+            path=path,
+            on_bad_image=getattr(args, "on_bad_image", "raise"),
         )
     except (ValueError, FileNotFoundError) as e:
         raise CLIError(str(e)) from e
@@ -122,3 +129,23 @@ def _read_csv(file: Path) -> list[dict[str, str]]:
         if "is_valid" in r:
             r["is_valid"] = r["is_valid"].strip().lower() in ("1", "true", "yes")
     return rows
+
+
+@contextmanager
+def bad_images_as_cli_errors(then: Callable[[], str] = str) -> Iterator[None]:
+    """Turn an undecodable image met while loading batches into a one-line `CLIError` with the command's fix.
+
+    `then()` is appended to the message (e.g. how to continue the interrupted run; called when it fails).
+    """
+    from ..vision.image import ImageLoadError, ImageNotFoundError
+
+    try:
+        yield
+    except ImageLoadError as e:
+        fix = (
+            "Restore it or remove it"
+            if isinstance(e, ImageNotFoundError)
+            else "Replace or remove it, or add --on-bad-image skip to leave unreadable images out (one warning "
+            "lists them)"
+        )
+        raise CLIError(f"cannot read image '{e.path}': {e.reason}. {fix}.{then()}") from e

@@ -25,6 +25,12 @@ class TrainingFailed(CLIError):
     code = 1
 
 
+class Interrupted(CLIError):
+    """Ctrl-C during a command that can say how to continue: `fastvision <command>: interrupted. <text>`, 130."""
+
+    code = 130
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (`fastvision <command>: error: ...`), exit status 2."""
 
@@ -130,6 +136,16 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-aug", action="store_true", help="no batch augmentation")
 
 
+def _add_bad_image_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--on-bad-image",
+        choices=("raise", "skip"),
+        default="raise",
+        help="an image that cannot be decoded stops the run naming the file (raise, the default), or is "
+        "left out with one warning listing such files (skip)",
+    )
+
+
 def _add_trust_module(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--trust-module",
@@ -155,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--lr", type=_lr, default="find", help="learning rate, or 'find' to use lr_find's valley (default)"
     )
+    _add_bad_image_arg(t)
     t.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32")
     t.add_argument("--out", default="out/train", help="output folder (default: %(default)s)")
     t.add_argument("--nproc", type=_positive_int, default=1, help="processes for DDP training via torchrun")
@@ -168,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(f)
     f.add_argument("--arch", default="resnet34")
     f.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True)
+    _add_bad_image_arg(f)
     f.add_argument("--out", default="out/lr_find.png", help="plot file (default: %(default)s)")
 
     pr = sub.add_parser("predict", help="predict images with an exported model")

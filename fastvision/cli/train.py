@@ -14,8 +14,8 @@ from typing import Any
 
 from ..callback.resume import ResumableCheckpoint, ResumeFrom, latest_checkpoint
 from ..callback.tracker import TerminateOnNaNCallback
-from .data import make_dls
-from .parser import CLIError, TrainingFailed, check_out
+from .data import bad_images_as_cli_errors, make_dls
+from .parser import CLIError, Interrupted, TrainingFailed, check_out
 
 __all__ = ["train", "lr_find"]
 
@@ -136,6 +136,23 @@ def train(args: argparse.Namespace) -> None:
             if previous["options"].get(k) != v
         ]
         raise CLIError(f"--resume needs the options of the interrupted run: it used {', '.join(diff)}.")
+    with bad_images_as_cli_errors(lambda: _resume_hint(ckpts, main)):
+        _train(args, out, options, previous, main)
+
+
+def _resume_hint(ckpts: Path, main: bool) -> str:
+    """How to continue after a failure, when this run has written a checkpoint ("" otherwise)."""
+    if not main or not any(ckpts.glob("stage*_*.pth")):
+        return ""
+    return " Then run the same command with --resume to continue from the last checkpoint."
+
+
+def _train(args: argparse.Namespace, out: Path, options: dict, previous: dict | None, main: bool) -> None:
+    """`train` after its checks: data, learner, lr, the fits with their checkpoints, the export."""
+    from ..utils import set_seed
+
+    run_file, ckpts = out / "run.json", out / "checkpoints"
+    set_seed(args.seed)  # the head's initial weights and the batch augmentation: --seed makes the run repeat
     dls = make_dls(args)
     learn = _learner(args, dls)
     learn.path, learn.model_dir = out, "checkpoints"
@@ -174,7 +191,12 @@ def train(args: argparse.Namespace) -> None:
         cbs: list[Any] = [ResumableCheckpoint(every_n_iters=every, fname=f"stage{s}", keep_last=2)]
         if s == start and ckpt is not None:
             cbs.append(ResumeFrom(ckpt))
-        learn.fit_one_cycle(n_epoch, cbs=cbs, **kw)
+        try:
+            learn.fit_one_cycle(n_epoch, cbs=cbs, **kw)
+        except KeyboardInterrupt:
+            if hint := _resume_hint(ckpts, main):
+                raise Interrupted(hint.replace(" Then run", "Run")) from None
+            raise
         _check_trained(learn, n_epoch)
     exported = learn.export(out / "model")
     if main:
@@ -209,7 +231,11 @@ def lr_find(args: argparse.Namespace) -> None:
 
     check_out(Path(args.out).parent)
     _check_arch(args.arch)
-    learn = _learner(args, make_dls(args))
-    sugg = learn.lr_find(show_plot=True)
+    from ..utils import set_seed
+
+    set_seed(args.seed)
+    with bad_images_as_cli_errors():
+        learn = _learner(args, make_dls(args))
+        sugg = learn.lr_find(show_plot=True)
     plt.gcf().savefig(args.out, dpi=100)
     print(f"valley {sugg.valley:.2e}; plot written to {args.out}")
