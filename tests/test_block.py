@@ -82,6 +82,16 @@ def test_pets_datasets(pets_folder):
     assert a is not b and type(a).__name__ == "CrossEntropyLossFlat"
 
 
+def test_target_labels_are_the_decoded_targets_and_read_no_image(pets_folder):
+    dsets = pets_block().datasets(pets_folder)
+    want = [dsets.decode(dsets.valid[i])[1] for i in range(len(dsets.valid))]
+    for p in get_image_files(pets_folder):
+        p.unlink()  # decoding an image now fails: the labels must come from what was built
+    assert dsets.valid.target_labels() == want and all(isinstance(w, str) for w in want)
+    assert dsets.valid.target_labels([2, 0]) == [want[2], want[0]]
+    assert dsets.target_labels() == [RegexLabeller(PAT)(p.name) for p in dsets.items]
+
+
 def test_datasets_pickle_without_user_lambdas(pets_folder):
     dsets = pets_block(get_y=lambda p: p.name.split("_")[0]).datasets(pets_folder)
     train = pickle.loads(pickle.dumps(dsets.train))  # what a spawned worker receives

@@ -243,6 +243,43 @@ def test_train_names_an_unreadable_image_and_skips_it_on_request(tmp_path, folde
     small = ["--arch", "resnet_small", "--no-pretrained", "--size", "32", "--bs", "4", "--num-workers", "0"]
     code, err = cli_error(["lr-find", folder, *small, "--out", tmp_path / "lr.png"], capsys)
     assert code == 2 and f"cannot read image '{bad}'" in err[0] and "--on-bad-image skip" in err[0]
+    _spoil(folder, n=100)  # every image: the validation ones too
+    args = [
+        "interpret",
+        folder,
+        "--model",
+        tmp_path / "b" / "model.json",
+        "--size",
+        "32",
+        "--num-workers",
+        "0",
+    ]
+    code, err = cli_error([*args, "--out", tmp_path / "interp"], capsys)
+    assert code == 2 and len(err) == 1 and "error: cannot read image" in err[0], err
+    assert err[0].endswith("Replace or remove it.")  # interpret has no --on-bad-image
+
+
+def test_an_image_spoilt_mid_run_names_the_file_and_resume_finishes_the_run(
+    tmp_path, folder, monkeypatch, capsys
+):
+    files = sorted(folder.rglob("*.jpg"))
+    saved, real_save = {p: p.read_bytes() for p in files}, ResumableCheckpoint.save
+
+    def save_then_spoil(self):  # the disk goes bad after the first checkpoint
+        file = real_save(self)
+        _spoil(folder, n=len(files))
+        return file
+
+    monkeypatch.setattr(ResumableCheckpoint, "save", save_then_spoil)
+    args = ["train", folder, *TINY, "--epochs", "2", "--lr", "1e-2", "--out", tmp_path / "run"]
+    code, err = cli_error(args, capsys)
+    assert code == 2 and "cannot read image" in err[0], err
+    assert err[0].endswith("Then run the same command with --resume to continue from the last checkpoint.")
+    monkeypatch.setattr(ResumableCheckpoint, "save", real_save)
+    for p, data in saved.items():
+        p.write_bytes(data)
+    assert main([str(a) for a in [*args, "--resume"]]) == 0
+    assert "resuming from" in capsys.readouterr().out and (tmp_path / "run" / "model.json").exists()
 
 
 def test_train_resume_continues_an_interrupted_run(tmp_path, folder, monkeypatch, capsys):

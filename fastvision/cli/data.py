@@ -132,20 +132,18 @@ def _read_csv(file: Path) -> list[dict[str, str]]:
 
 
 @contextmanager
-def bad_images_as_cli_errors(then: Callable[[], str] = str) -> Iterator[None]:
+def bad_images_as_cli_errors(then: Callable[[], str] = str, skip_option: bool = True) -> Iterator[None]:
     """Turn an undecodable image met while loading batches into a one-line `CLIError` with the command's fix.
 
-    `then()` is appended to the message (e.g. how to continue the interrupted run; called when it fails).
+    `then()` is appended to the message (e.g. how to continue the interrupted run; called when it fails);
+    `skip_option`: the command has `--on-bad-image skip` to offer.
     """
     from ..vision.image import ImageLoadError, ImageNotFoundError
 
     try:
         yield
     except ImageLoadError as e:
-        fix = (
-            "Restore it or remove it"
-            if isinstance(e, ImageNotFoundError)
-            else "Replace or remove it, or add --on-bad-image skip to leave unreadable images out (one warning "
-            "lists them)"
-        )
+        fix = "Restore it or remove it" if isinstance(e, ImageNotFoundError) else "Replace or remove it"
+        if skip_option:
+            fix += ", or add --on-bad-image skip to leave unreadable images out (one warning lists them)"
         raise CLIError(f"cannot read image '{e.path}': {e.reason}. {fix}.{then()}") from e

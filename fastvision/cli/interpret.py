@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .data import make_dls
+from .data import bad_images_as_cli_errors, make_dls
 from .exported import load_model
 from .parser import check_out
 
@@ -20,9 +20,10 @@ def interpret(args: argparse.Namespace) -> None:
     inf = load_model(args.model, args.trust_module)
     dls = make_dls(args, aug=False)
     items = list(dls.valid_ds.items)
-    preds = inf.predict(items)
+    with bad_images_as_cli_errors(skip_option=False):
+        preds = inf.predict(items)
     vocab = list(inf.vocab)
-    actual = [dls.valid_ds.decode(dls.valid_ds[i])[1] for i in range(len(items))]
+    actual = [str(a) for a in dls.valid_ds.target_labels()]  # the labels, without decoding the images again
     import numpy as np
 
     cm = np.zeros((len(vocab), len(vocab)), dtype=int)

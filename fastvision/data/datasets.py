@@ -69,6 +69,10 @@ class _Split(torch.utils.data.Dataset):
     def __getattr__(self, name: str) -> Any:
         if name in ("vocab", "c", "n_inp", "loss_func", "decode", "type_tfms", "test_set"):
             return getattr(self.dsets, name)
+        if name == "target_labels":
+            return lambda idxs=None: self.dsets.target_labels(
+                self.idxs if idxs is None else [self.idxs[i] for i in idxs]
+            )
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __repr__(self) -> str:
@@ -183,6 +187,22 @@ class Datasets:
         getters = getattr(self, "_getters", [noop] * len(self.type_tfms))  # dropped when pickled
         steps = [[f for f in [g, *ts] if f is not noop] for g, ts in zip(getters, self.type_tfms)]
         return [" -> ".join(_name(f) for f in fs) or "(none)" for fs in steps]
+
+    def target_labels(self, idxs: Sequence[int] | None = None) -> list:
+        """The decoded target (e.g. the class name) of every item, or of items `idxs`, without loading inputs.
+
+        Targets are built when the `Datasets` is, so this reads no image (`decode(ds[i])` would decode one).
+        """
+        b, idxs = self.n_inp, range(len(self)) if idxs is None else idxs
+        if self.in_worker[b]:  # a target made in the workers: only a full sample has it
+            return [self.decode(self[i])[b] for i in idxs]
+        out = []
+        for i in idxs:
+            x = self._cols[b][i]
+            for t in reversed(self.type_tfms[b]):
+                x = t.decodes(x) if hasattr(t, "decodes") else x
+            out.append(x)
+        return out
 
     def decode(self, sample: Sequence[Any]) -> tuple:
         """Decode a sample tuple element-wise (category index -> label); images are returned unchanged."""
