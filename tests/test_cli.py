@@ -49,6 +49,17 @@ def test_helpful_errors_for_wrong_path_and_empty_folder(tmp_path, capsys):
     assert "no exported model" in capsys.readouterr().err
 
 
+def test_a_label_rule_that_gives_one_class_is_refused_for_training(tmp_path, capsys):
+    one = make_image_folder(tmp_path / "one", classes=("cat",), n_per_class=10, layout="parent")
+    code, err = cli_error(["train", one, *TINY, "--out", tmp_path / "out"], capsys)
+    assert code == 2 and len(err) == 1, err
+    assert "--labels parent gives one class ('cat') for the 10 images" in err[0] and "two or more" in err[0]
+    pets = make_image_folder(tmp_path / "pets", classes=("cat", "dog"), n_per_class=6, layout="name")
+    code, err = cli_error(["train", pets, *TINY, "--labels", r"re:(_)\d+", "--out", tmp_path / "o"], capsys)
+    assert code == 2 and "gives one class ('_')" in err[0], err  # the group takes the same text in every name
+    assert "check that the pattern's group captures the class part" in err[0]
+
+
 def test_regex_labels_that_do_not_match_name_the_file(tmp_path, capsys):
     data = make_image_folder(tmp_path / "pets", classes=("cat", "dog"), n_per_class=3, layout="name")
     code = main(

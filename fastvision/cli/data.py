@@ -17,7 +17,11 @@ __all__ = ["make_dls", "bad_images_as_cli_errors"]
 
 
 def make_dls(args: argparse.Namespace, aug: bool = True) -> Any:
-    """Build DataLoaders from the command's folder, label rule, sizes and split."""
+    """Build DataLoaders from the command's folder, label rule, sizes and split.
+
+    `aug`: for training (batch augmentation unless --no-aug, and the checks that training needs: two classes
+    or more, one full batch); False for `interpret`.
+    """
     from ..data.block import CategoryBlock, DataBlock
     from ..data.items import (
         ColReader,
@@ -80,6 +84,17 @@ def make_dls(args: argparse.Namespace, aug: bool = True) -> Any:
     except (ValueError, FileNotFoundError) as e:
         raise CLIError(str(e)) from e
     n_train, n_valid = len(dls.train_ds), len(dls.valid_ds)
+    vocab = list(dls.vocab or [])
+    if aug and len(vocab) < 2:  # training (interpret may evaluate a model on one class's images)
+        how = {
+            "parent": "put each class's images in a folder of its own under it",
+            "re": "check that the pattern's group captures the class part of the names",
+            "csv": "check the CSV's label column",
+        }[labels.split(":")[0] if ":" in labels else labels]
+        raise CLIError(
+            f"--labels {labels} gives one class ({vocab[0] if vocab else 'none'!r}) for the {len(dls.train_ds) + n_valid} "
+            f"images in '{path}': a classifier needs two or more; {how}."
+        )
     if n_valid == 0:
         raise CLIError(
             f"the validation set is empty ({n_train} images, --valid-pct {args.valid_pct}). Raise --valid-pct "
