@@ -165,6 +165,17 @@ def test_errors_and_deprecated_alias(dls):
         vision_learner(dls, "resnet_small", pretrained=False)  # no warning on the happy path
 
 
+def test_one_class_is_refused_with_cross_entropy_but_a_single_logit_loss_is_fine(tmp_path):
+    from fastvision.losses import BCEWithLogitsLossFlat
+    from fastvision.testing import make_image_folder
+
+    one = make_dls(make_image_folder(tmp_path / "one", classes=("cat",), n_per_class=8, layout="parent"))
+    with pytest.raises(ValueError, match=r"the data has one class \('cat'\).*get_y.*BCEWithLogitsLossFlat"):
+        vision_learner(one, "resnet_small", pretrained=False)
+    learn = vision_learner(one, "resnet_small", pretrained=False, loss_func=BCEWithLogitsLossFlat())
+    assert learn.n_out == 1
+
+
 @pytest.mark.slow
 def test_fine_tune_interpret_export_load_predict(parent_folder, tmp_path):
     from fastvision.export import export, load_learner

@@ -84,7 +84,8 @@ def vision_learner(
     (3 for resnets: `body[:6]`, `body[6:]`, head; body / head for timm), unless `splitter` is given;
     `learn.freeze()` runs when pretrained. Other keywords go to `Learner` (loss_func, opt_func, lr, cbs,
     metrics, wd, ...) or to `create_vision_model` (cut, n_in, init, custom_head, arch_kwargs and the head's
-    arguments of `create_head`); the signature lists them with their defaults.
+    arguments of `create_head`); the signature lists them with their defaults. Data with one class and a
+    cross-entropy loss is refused (`ValueError`): that loss is 0 whatever the model predicts.
     """
     learner_keys = set(signature_defaults(Learner)) - {"splitter"}
     model_keys = set(inspect.signature(create_vision_model).parameters) - {
@@ -111,10 +112,32 @@ def vision_learner(
         )
     model = create_vision_model(arch, n_out, pretrained=pretrained, weights=weights, **model_kw)
     learn = Learner(dls, model, splitter=splitter or meta.split, **learner_kw)
+    _refuse_one_class(learn, n_out)
     if pretrained and meta.source != "fastvision":
         learn.freeze()
     learn.arch, learn.normalize, learn.n_out, learn.pretrained = name, normalize, n_out, pretrained
     return learn
+
+
+def _refuse_one_class(learn: Learner, n_out: int) -> None:
+    """Raise when a cross-entropy classifier would have one class: its loss is 0 whatever the weights."""
+    from ..losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropy, LabelSmoothingCrossEntropyFlat
+
+    ce = (
+        CrossEntropyLossFlat,
+        LabelSmoothingCrossEntropyFlat,
+        LabelSmoothingCrossEntropy,
+        nn.CrossEntropyLoss,
+    )
+    if n_out == 1 and isinstance(learn.loss_func, ce):
+        vocab = list(getattr(learn.dls, "vocab", None) or [])
+        which = f" ({vocab[0]!r})" if len(vocab) == 1 else ""
+        raise ValueError(
+            f"vision_learner: the data has one class{which}, and cross-entropy over one class is 0 whatever the "
+            "model predicts, so nothing would be learnt. A classifier needs two classes or more: check the "
+            "labelling function (get_y) gives every class, e.g. dls.train_ds.target_labels()[:10]. For a single "
+            "yes/no output use a single-logit loss such as BCEWithLogitsLossFlat()."
+        )
 
 
 @delegates(vision_learner)
