@@ -28,6 +28,7 @@ __all__ = [
     "atomic_save",
     "save_checkpoint",
     "load_checkpoint",
+    "full_disk_error",
     "unwrap_model",  # defined in utils.py; re-exported here, where checkpoints need it
 ]
 
@@ -67,16 +68,21 @@ def remove_stale_temps(folder: str | Path, name_pattern: str) -> None:
                 tmp.unlink()
 
 
-def _disk_full(e: BaseException) -> bool:
-    """True if `e` (or an exception it chains, e.g. torch's `enforce fail` over an OSError) is a full disk."""
+def full_disk_error(e: BaseException) -> OSError | None:
+    """The full-disk `OSError` (ENOSPC, EDQUOT) that `e` is or chains (e.g. under torch's `enforce fail`), else None."""
     seen: BaseException | None = e
     for _ in range(10):
         if seen is None:
-            return False
+            return None
         if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
+            return seen
         seen = seen.__cause__ or seen.__context__
-    return False
+    return None
+
+
+def _disk_full(e: BaseException) -> bool:
+    """True if `e` (or an exception it chains) is a full disk."""
+    return full_disk_error(e) is not None
 
 
 def atomic_write(file: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -293,6 +294,28 @@ def test_an_image_spoilt_mid_run_names_the_file_and_resume_finishes_the_run(
     assert "resuming from" in capsys.readouterr().out and (tmp_path / "run" / "model.json").exists()
 
 
+def test_a_full_disk_is_one_line_that_says_how_to_resume(tmp_path, folder, monkeypatch, capsys):
+    import errno
+
+    real_save, saves = ResumableCheckpoint.save, []
+
+    def save_until_full(self):
+        if saves:  # the second checkpoint finds the disk full (as atomic_write reports it)
+            raise OSError(errno.ENOSPC, "No space left on the disk while writing 'x.pth'. Free some space.")
+        saves.append(real_save(self))
+        return saves[-1]
+
+    monkeypatch.setattr(ResumableCheckpoint, "save", save_until_full)
+    args = ["train", folder, *TINY, "--epochs", "2", "--lr", "1e-2", "--out", tmp_path / "run"]
+    code, err = cli_error(args, capsys)
+    assert code == 2 and len(err) == 1, err
+    assert err[0] == (
+        "fastvision train: error: No space left on the disk while writing 'x.pth'. Free some space. "
+        "Then run the same command with --resume to continue from the last checkpoint."
+    )
+    assert saves[0].exists()
+
+
 def test_train_resume_continues_an_interrupted_run(tmp_path, folder, monkeypatch, capsys):
     args = ["train", str(folder), "--arch", "resnet_small", "--pretrained", "--epochs", "2", "--lr", "1e-2"]
     args += ["--size", "32", "--bs", "4", "--num-workers", "0", "--seed", "3"]
@@ -310,7 +333,8 @@ def test_train_resume_continues_an_interrupted_run(tmp_path, folder, monkeypatch
     monkeypatch.setattr(ResumableCheckpoint, "save", save_then_stop)
     out = tmp_path / "run"
     torch.manual_seed(0)
-    with pytest.warns(UserWarning, match="interrupted"):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Training interrupted")  # Python advice: not shown
         assert main([*args, "--out", str(out)]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == (

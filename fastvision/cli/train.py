@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -136,8 +137,16 @@ def train(args: argparse.Namespace) -> None:
             if previous["options"].get(k) != v
         ]
         raise CLIError(f"--resume needs the options of the interrupted run: it used {', '.join(diff)}.")
-    with bad_images_as_cli_errors(lambda: _resume_hint(ckpts, main)):
-        _train(args, out, options, previous, main)
+    from ..checkpoint import full_disk_error
+
+    try:
+        with bad_images_as_cli_errors(lambda: _resume_hint(ckpts, main)):
+            _train(args, out, options, previous, main)
+    except OSError as e:
+        full = full_disk_error(e)
+        if full is None:
+            raise
+        raise CLIError(f"{full.strerror or full}{_resume_hint(ckpts, main)}") from e
 
 
 def _resume_hint(ckpts: Path, main: bool) -> str:
@@ -192,7 +201,9 @@ def _train(args: argparse.Namespace, out: Path, options: dict, previous: dict | 
         if s == start and ckpt is not None:
             cbs.append(ResumeFrom(ckpt))
         try:
-            learn.fit_one_cycle(n_epoch, cbs=cbs, **kw)
+            with warnings.catch_warnings():  # its advice is for Python callers; the command gives its own
+                warnings.filterwarnings("ignore", message="Training interrupted")
+                learn.fit_one_cycle(n_epoch, cbs=cbs, **kw)
         except KeyboardInterrupt:
             if hint := _resume_hint(ckpts, main):
                 raise Interrupted(hint.replace(" Then run", "Run")) from None
