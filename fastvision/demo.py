@@ -464,10 +464,10 @@ def run_demo(
     print("most confused on the test set (actual, predicted, count):")
     for a, p, n in pairs:
         print(f"  {a:<12} -> {p:<12} {n}")
+    exported = learn.export("model")  # first, the trained model (relative to learn.path, which is `out`)
     interp.plot_confusion_matrix(figsize=(8, 8)).savefig(out / "confusion_matrix.png", dpi=100)
     interp.plot_top_losses(9, figsize=(8, 8)).savefig(out / "top_losses.png", dpi=100)
     plt.close("all")
-    exported = learn.export("model")  # relative to learn.path, which is `out`
     print(
         f"wrote {out / 'lr_find.png'}, {out / 'confusion_matrix.png'}, {out / 'top_losses.png'}, {exported}"
     )

@@ -329,6 +329,38 @@ def test_demo_command_passes_aug_and_wd_only_when_given(monkeypatch):
         main(["demo", "--aug", "rotate"])
 
 
+def test_a_full_disk_at_the_end_keeps_the_export_and_is_one_line(tiny_demo, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import matplotlib.figure
+
+    from fastvision.cli import main
+
+    real = matplotlib.figure.Figure.savefig
+
+    def full_after_lr_find(self, fname, *a, **k):
+        if "lr_find" not in str(fname):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, fname, *a, **k)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full_after_lr_find)
+    with pytest.raises(OSError, match="No space left"):
+        tiny_demo(tta=False)
+    assert (tmp_path / "out" / "model.json").exists()  # 10 minutes of training are not lost to a plot
+    capsys.readouterr()
+
+    def run_demo(**kw):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(demo, "run_demo", run_demo)
+    assert main(["demo", "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"fastvision demo: error: No space left on device while writing in '{tmp_path / 'd'}'. Free some space or "
+        "choose another --out."
+    ]
+
+
 def test_budget_run_trains_for_its_budget_with_the_schedule_over_that_time(tmp_path, monkeypatch, capsys):
     import re
 
