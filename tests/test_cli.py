@@ -40,6 +40,22 @@ def test_train_predict_interpret_on_a_folder(tmp_path, capsys):
     assert (tmp_path / "interp" / "confusion_matrix.png").stat().st_size > 1000
 
 
+def test_interpret_leaves_out_and_counts_labels_the_model_does_not_know(tmp_path, exported, capsys):
+    mixed = make_image_folder(tmp_path / "mixed", classes=("red", "blue"), n_per_class=10, layout="parent")
+    args = ["--model", exported, "--size", "32", "--num-workers", "0", "--valid-pct", "0.5"]
+    assert main([str(a) for a in ["interpret", mixed, *args, "--out", tmp_path / "i1"]]) == 0
+    out = capsys.readouterr().out
+    blue = int(out.split("left out: ")[1].split(" images whose label the model does not know (blue: ")[0])
+    assert f"(blue: {blue})" in out and f"accuracy on the {10 - blue} validation images" in out
+    other = make_image_folder(tmp_path / "other", classes=("blue", "pink"), n_per_class=6, layout="parent")
+    code, err = cli_error(["interpret", other, *args, "--out", tmp_path / "i2"], capsys)
+    assert (
+        code == 2
+        and "none of the labels --labels parent gives (" in err[0]
+        and "is a class of the model" in err[0]
+    )
+
+
 def test_helpful_errors_for_wrong_path_and_empty_folder(tmp_path, capsys):
     assert main(["train", str(tmp_path / "nope"), "--no-pretrained"]) == 2
     assert "no such folder" in capsys.readouterr().err
