@@ -18,7 +18,9 @@ made by `make_fashion_pets`), each of:
 
 One image at a time, each file goes through both paths back to back (the order alternating), `--reps`
 times: the script prints the median time of each and the median of the paired differences, fastvision's
-overhead. Batches alternate (hand, fastvision, fastvision, hand, ...). All after a warm-up, in one process. `--threads` sets torch's threads (default: all cores).
+overhead. Batches alternate (hand, fastvision, fastvision, hand, ...). All after a warm-up, in one
+process, whose peak resident memory is printed at the end. `--threads` sets torch's threads (default: all
+cores).
 
     python bench/predict.py [--n 64] [--reps 3] [--threads N]
 """
@@ -96,6 +98,7 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     from fastvision.data.fashion_pets import make_fashion_pets
     from fastvision.export import load_learner
+    from fastvision.memory import format_bytes, peak_rss
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = make_fashion_pets(Path(tmp) / "pets", n=a.n, split="test")
@@ -142,6 +145,7 @@ def main() -> None:
         h, f = statistics.median(batch["hand"]), statistics.median(batch["fastvision"])
         print(f"a batch of {len(files)}: fastvision {f * 1e3:.2f} ms/image, hand-written {h * 1e3:.2f} ms/image, "
               f"difference {(f - h) * 1e3:+.2f} ms/image ({f / h:.2f}x)")  # fmt: skip
+    print(f"peak memory of the whole run (both paths, one process): {format_bytes(peak_rss())}")
 
 
 if __name__ == "__main__":

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import ctypes
 import sys
+from typing import Any
+
+import torch
 
 try:
     import resource
 except ImportError:  # Windows
     resource = None  # type: ignore[assignment]
-from typing import Any
-
-import torch
 
 __all__ = ["batch_empty", "float_batch", "peak_rss", "format_bytes"]
 

@@ -332,6 +332,22 @@ def test_a_full_disk_is_one_line_that_says_how_to_resume(tmp_path, folder, monke
     assert saves[0].exists()
 
 
+def test_a_full_disk_is_one_line_in_any_command(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import fastvision.data.fashion_pets as fp
+
+    def make(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fp, "make_fashion_pets", make)
+    code, err = cli_error(["make-fashion-pets", tmp_path / "pets", "--n", "10"], capsys)
+    assert code == 2 and err == [
+        f"fastvision make-fashion-pets: error: No space left on device while writing in '{tmp_path / 'pets'}'. "
+        "Free some space or write elsewhere."
+    ]
+
+
 def test_train_resume_continues_an_interrupted_run(tmp_path, folder, monkeypatch, capsys):
     args = ["train", str(folder), "--arch", "resnet_small", "--pretrained", "--epochs", "2", "--lr", "1e-2"]
     args += ["--size", "32", "--bs", "4", "--num-workers", "0", "--seed", "3"]

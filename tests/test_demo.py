@@ -357,7 +357,7 @@ def test_a_full_disk_at_the_end_keeps_the_export_and_is_one_line(tiny_demo, tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
         f"fastvision demo: error: No space left on device while writing in '{tmp_path / 'd'}'. Free some space or "
-        "choose another --out."
+        "write elsewhere."
     ]
 
 

@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from .parser import CLIError, Interrupted, build_parser
+from .parser import CLIError, Interrupted, build_parser, full_disk_message
 
 __all__ = ["main", "build_parser"]
 
@@ -47,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     except CLIError as e:
         print(f"fastvision {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return e.code
+    except OSError as e:  # a full disk, in any command: one line
+        msg = full_disk_message(e, getattr(args, "out", None))
+        if msg is None:
+            raise
+        print(f"fastvision {args.command}: error: {msg}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"fastvision {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -31,6 +31,23 @@ class Interrupted(CLIError):
     code = 130
 
 
+def full_disk_message(e: BaseException, where: object = None) -> str | None:
+    """One line for a full disk that `e` is or chains (None for other errors): what could not be written, the fix.
+
+    fastvision's own writers already name the file and the space left; other writes (a plot, a JPEG) say
+    `where` (the command's output) instead.
+    """
+    from ..checkpoint import full_disk_error
+
+    full = full_disk_error(e)
+    if full is None:
+        return None
+    msg = full.strerror or str(full)
+    if "while writing" not in msg:
+        msg += f" while writing in '{full.filename or where}'. Free some space or write elsewhere."
+    return msg
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (`fastvision <command>: error: ...`), exit status 2."""
 

@@ -16,7 +16,7 @@ from typing import Any
 from ..callback.resume import ResumableCheckpoint, ResumeFrom, latest_checkpoint
 from ..callback.tracker import TerminateOnNaNCallback
 from .data import bad_images_as_cli_errors, make_dls
-from .parser import CLIError, Interrupted, TrainingFailed, check_out
+from .parser import CLIError, Interrupted, TrainingFailed, check_out, full_disk_message
 
 __all__ = ["train", "lr_find"]
 
@@ -137,23 +137,22 @@ def train(args: argparse.Namespace) -> None:
             if previous["options"].get(k) != v
         ]
         raise CLIError(f"--resume needs the options of the interrupted run: it used {', '.join(diff)}.")
-    from ..checkpoint import full_disk_error
-
     try:
-        with bad_images_as_cli_errors(lambda: _resume_hint(ckpts, main)):
+        with bad_images_as_cli_errors(lambda: f" Then {_RESUME}" if _can_resume(ckpts, main) else ""):
             _train(args, out, options, previous, main)
-    except OSError as e:
-        full = full_disk_error(e)
-        if full is None:
+    except OSError as e:  # a full disk is one line in `main`; here it also says how to go on
+        msg = full_disk_message(e, out)
+        if msg is None or not _can_resume(ckpts, main):
             raise
-        raise CLIError(f"{full.strerror or full}{_resume_hint(ckpts, main)}") from e
+        raise CLIError(f"{msg} Then {_RESUME}") from e
 
 
-def _resume_hint(ckpts: Path, main: bool) -> str:
-    """How to continue after a failure, when this run has written a checkpoint ("" otherwise)."""
-    if not main or not any(ckpts.glob("stage*_*.pth")):
-        return ""
-    return " Then run the same command with --resume to continue from the last checkpoint."
+_RESUME = "run the same command with --resume to continue from the last checkpoint."
+
+
+def _can_resume(ckpts: Path, main: bool) -> bool:
+    """Whether this run has written a checkpoint that `--resume` would continue from (this process prints)."""
+    return main and any(ckpts.glob("stage*_*.pth"))
 
 
 def _train(args: argparse.Namespace, out: Path, options: dict, previous: dict | None, main: bool) -> None:
@@ -161,7 +160,7 @@ def _train(args: argparse.Namespace, out: Path, options: dict, previous: dict | 
     from ..utils import set_seed
 
     run_file, ckpts = out / "run.json", out / "checkpoints"
-    set_seed(args.seed)  # the head's initial weights and the batch augmentation: --seed makes the run repeat
+    set_seed(args.seed)  # the model's initial weights (the loaders take --seed themselves): the run repeats
     dls = make_dls(args)
     learn = _learner(args, dls)
     learn.path, learn.model_dir = out, "checkpoints"
@@ -205,8 +204,8 @@ def _train(args: argparse.Namespace, out: Path, options: dict, previous: dict | 
                 warnings.filterwarnings("ignore", message="Training interrupted")
                 learn.fit_one_cycle(n_epoch, cbs=cbs, **kw)
         except KeyboardInterrupt:
-            if hint := _resume_hint(ckpts, main):
-                raise Interrupted(hint.replace(" Then run", "Run")) from None
+            if _can_resume(ckpts, main):
+                raise Interrupted(_RESUME.capitalize()) from None
             raise
         _check_trained(learn, n_epoch)
     exported = learn.export(out / "model")
@@ -240,10 +239,10 @@ def lr_find(args: argparse.Namespace) -> None:
     """Run the learning-rate finder and save its plot (`fastvision lr-find`)."""
     import matplotlib.pyplot as plt
 
-    check_out(Path(args.out).parent)
-    _check_arch(args.arch)
     from ..utils import set_seed
 
+    check_out(Path(args.out).parent)
+    _check_arch(args.arch)
     set_seed(args.seed)
     with bad_images_as_cli_errors():
         learn = _learner(args, make_dls(args))

@@ -66,13 +66,13 @@ class _Split(torch.utils.data.Dataset):
         its = self.dsets.items
         return its.iloc[self.idxs] if hasattr(its, "iloc") else [its[i] for i in self.idxs]
 
+    def target_labels(self, idxs: Sequence[int] | None = None) -> list:
+        """The decoded targets of this split's items (all, or positions `idxs`), without loading inputs."""
+        return self.dsets.target_labels(self.idxs if idxs is None else [self.idxs[i] for i in idxs])
+
     def __getattr__(self, name: str) -> Any:
         if name in ("vocab", "c", "n_inp", "loss_func", "decode", "type_tfms", "test_set"):
             return getattr(self.dsets, name)
-        if name == "target_labels":
-            return lambda idxs=None: self.dsets.target_labels(
-                self.idxs if idxs is None else [self.idxs[i] for i in idxs]
-            )
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __repr__(self) -> str:
@@ -196,22 +196,16 @@ class Datasets:
         b, idxs = self.n_inp, range(len(self)) if idxs is None else idxs
         if self.in_worker[b]:  # a target made in the workers: only a full sample has it
             return [self.decode(self[i])[b] for i in idxs]
-        out = []
-        for i in idxs:
-            x = self._cols[b][i]
-            for t in reversed(self.type_tfms[b]):
-                x = t.decodes(x) if hasattr(t, "decodes") else x
-            out.append(x)
-        return out
+        return [self._decode_block(b, self._cols[b][i]) for i in idxs]
+
+    def _decode_block(self, b: int, x: Any) -> Any:
+        for t in reversed(self.type_tfms[b]):
+            x = t.decodes(x) if hasattr(t, "decodes") else x
+        return x
 
     def decode(self, sample: Sequence[Any]) -> tuple:
         """Decode a sample tuple element-wise (category index -> label); images are returned unchanged."""
-        out = []
-        for x, ts in zip(sample, self.type_tfms):
-            for t in reversed(ts):
-                x = t.decodes(x) if hasattr(t, "decodes") else x
-            out.append(x)
-        return tuple(out)
+        return tuple(self._decode_block(b, x) for b, x in enumerate(sample[: len(self.type_tfms)]))
 
     def test_set(self, items: Sequence[Any], with_labels: bool = False) -> Datasets:
         """Return a `Datasets` of new items (all in the validation split) with the same type transforms.
