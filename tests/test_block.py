@@ -135,6 +135,19 @@ def test_empty_items_and_splits(tmp_path, pets_folder):
         pets_block(splitter=lambda items: (list(range(len(items))), [])).datasets(pets_folder)
     with pytest.raises(ValueError, match="training split is empty"):
         pets_block(splitter=lambda items: ([], list(range(len(items))))).datasets(pets_folder)
+    few = sorted(get_image_files(pets_folder))[:4]
+    with pytest.raises(
+        ValueError, match=r"valid_pct=0.2 of 4 items rounds down to none: use valid_pct=0.25 or more"
+    ):
+        pets_block(get_items=lambda _: few, splitter=RandomSplitter(0.2, seed=0)).datasets(pets_folder)
+    assert (
+        len(
+            pets_block(get_items=lambda _: few, splitter=RandomSplitter(0.25, seed=0))
+            .datasets(pets_folder)
+            .valid
+        )
+        == 1
+    )
     with pytest.raises(ValueError, match="source has no items"):
         DataBlock().datasets([])
 

@@ -77,6 +77,106 @@ def test_a_label_rule_that_gives_one_class_is_refused_for_training(tmp_path, cap
     assert "check that the pattern's group captures the class part" in err[0]
 
 
+def _labels_csv(path, rows, header="fname,label,is_valid", bom=False, newline="\n"):
+    text = newline.join([header, *(",".join(map(str, r)) for r in rows)]) + newline
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode())
+    return path
+
+
+def test_train_and_interpret_take_labels_and_split_from_a_csv(tmp_path, folder, capsys, monkeypatch):
+    """A spreadsheet's CSV (byte-order mark, CRLF) found in the current directory; its labels and is_valid rule."""
+    files = sorted(folder.rglob("*.jpg"))  # red_0..5, green_0..5 under red/ and green/
+    rows = [
+        (f.relative_to(folder).as_posix(), "warm" if "red" in f.name else "cool", int(i % 3 == 0))
+        for i, f in enumerate(files)
+    ]
+    monkeypatch.chdir(tmp_path)
+    _labels_csv(tmp_path / "labels.csv", rows, bom=True, newline="\r\n")
+    out = tmp_path / "out"
+    assert (
+        main(["train", str(folder), *TINY, "--lr", "1e-2", "--labels", "csv:labels.csv", "--out", str(out)])
+        == 0
+    )
+    assert json.loads((out / "model.json").read_text())["vocab"] == ["cool", "warm"]
+    capsys.readouterr()
+    args = [
+        "interpret",
+        str(folder),
+        "--model",
+        str(out / "model.json"),
+        "--size",
+        "32",
+        "--num-workers",
+        "0",
+    ]
+    assert main([*args, "--labels", "csv:labels.csv", "--out", str(tmp_path / "i")]) == 0
+    n_valid = sum(r[2] for r in rows)
+    assert f"accuracy on the {n_valid} validation images" in capsys.readouterr().out
+
+
+def test_csv_label_mistakes_are_one_line_naming_the_line(tmp_path, folder, exported, capsys):
+    names = [f.relative_to(folder).as_posix() for f in sorted(folder.rglob("*.jpg"))]
+    good = [(n, n.split("/")[0], 0) for n in names]
+    cases = [
+        ("header.csv", dict(rows=good, header="file,y,is_valid"), "its header is file,y,is_valid"),
+        ("norows.csv", dict(rows=[]), "has a header and no rows"),
+        ("label.csv", dict(rows=[*good[:3], (names[3], "", 0)]), "line 5: the label is empty"),
+        ("valid.csv", dict(rows=[(names[0], "red", "maybe"), *good[1:]]), "line 2: is_valid is 'maybe'"),
+        ("twice.csv", dict(rows=[*good, (names[0], "red", 0)]), f"names '{names[0]}' on lines 2 and 14"),
+        ("novalid.csv", dict(rows=good), "so the validation set is empty"),
+        ("allvalid.csv", dict(rows=[(n, y, 1) for n, y, _ in good]), "so the training set is empty"),
+        (
+            "few.csv",
+            dict(rows=[(n, y) for n, y, _ in good[:4]], header="fname,label"),
+            "use --valid-pct 0.25 or more",
+        ),
+        ("gone.csv", dict(rows=[("red/nope.jpg", "red", 1), *good]), "names 1 file(s) not in"),
+    ]
+    for name, kw, match in cases:
+        _labels_csv(folder / name, **kw)
+        code, err = cli_error(
+            ["train", folder, *TINY, "--labels", f"csv:{name}", "--out", tmp_path / "o"], capsys
+        )
+        assert code == 2 and len(err) == 1, (name, err)
+        assert match in err[0], (name, err)
+    assert "--on-bad-image skip" in err[0] and "line 2 'red/nope.jpg'" in err[0]
+    code, err = cli_error(["interpret", folder, "--model", exported, "--labels", "csv:gone.csv"], capsys)
+    assert code == 2 and "names 1 file(s) not in" in err[0] and "--on-bad-image" not in err[0], (
+        err
+    )  # no such option
+    code, err = cli_error(["train", folder, *TINY, "--labels", "csv:nothere.csv"], capsys)
+    assert code == 2 and err[0].endswith(
+        f"no such CSV file 'nothere.csv' (looked in the image folder '{folder}' and in the current directory)."
+    )
+
+
+def test_csv_lines_naming_missing_files_are_left_out_on_request_with_a_one_line_warning(tmp_path, folder):
+    names = [f.relative_to(folder).as_posix() for f in sorted(folder.rglob("*.jpg"))]
+    _labels_csv(
+        folder / "gone.csv",
+        [("red/nope.jpg", "red"), *((n, n.split("/")[0]) for n in names)],
+        header="fname,label",
+    )
+    res = run_cli(
+        "train",
+        folder,
+        *TINY,
+        "--labels",
+        "csv:gone.csv",
+        "--on-bad-image",
+        "skip",
+        "--bs",
+        "64",
+        cwd=tmp_path,
+    )
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert res.stderr.splitlines() == [
+        f"fastvision train: warning: left out 1 CSV line(s) naming files not in '{folder}': line 2 'red/nope.jpg'.",
+        "fastvision train: error: no full training batch: 10 training images and --bs 64. Use a --bs of at most 10, "
+        "or add images.",
+    ]
+
+
 def test_regex_labels_that_do_not_match_name_the_file(tmp_path, capsys):
     data = make_image_folder(tmp_path / "pets", classes=("cat", "dog"), n_per_class=3, layout="name")
     code = main(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable
 
 from .parser import CLIError, Interrupted, build_parser, full_disk_message
@@ -37,8 +38,27 @@ def _command(name: str) -> Callable[[argparse.Namespace], None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
+    """Run the command line; return the exit status. Warnings print as one line each, like errors."""
     args = build_parser().parse_args(argv)
+    default_format = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning(args.command)
+    try:
+        return _run(args)
+    finally:
+        warnings.formatwarning = default_format
+
+
+def _one_line_warning(command: str) -> Callable[..., str]:
+    """A `warnings.formatwarning` that writes `fastvision COMMAND: warning: MESSAGE` (no source line)."""
+
+    def format_warning(message: Warning | str, *args: object, **kwargs: object) -> str:
+        return f"fastvision {command}: warning: {' '.join(str(message).split())}\n"
+
+    return format_warning
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the parsed command; turn the errors a user can fix into one line on stderr and an exit status."""
     try:
         _command(args.command)(args)
     except Interrupted as e:

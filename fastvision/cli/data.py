@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Any
 
 from .parser import CLIError
 
-__all__ = ["make_dls", "bad_images_as_cli_errors"]
+__all__ = ["make_dls", "valid_images", "bad_images_as_cli_errors"]
 
 
 def make_dls(args: argparse.Namespace, aug: bool = True) -> Any:
@@ -58,7 +60,7 @@ def make_dls(args: argparse.Namespace, aug: bool = True) -> Any:
         )
         source = path
     elif labels.startswith("csv:"):
-        rows = _read_csv(Path(labels[4:]) if Path(labels[4:]).is_absolute() else path / labels[4:])
+        rows = _read_csv(_csv_file(labels[4:], path), path, getattr(args, "on_bad_image", None))
         splitter = (
             ColSplitter("is_valid") if "is_valid" in rows[0] else RandomSplitter(args.valid_pct, args.seed)
         )
@@ -68,10 +70,15 @@ def make_dls(args: argparse.Namespace, aug: bool = True) -> Any:
         source = rows
     else:
         raise CLIError(f"--labels {labels!r} is not 'parent', 're:PATTERN' or 'csv:FILE'.")
-    if labels != "csv" and not labels.startswith("csv:") and not get_image_files(path):
-        raise CLIError(
-            f"no images in '{path}' (looked for .jpg, .png, .gif, .bmp, .tif, .webp, recursively)."
-        )
+    if labels.startswith("csv:"):
+        _check_csv_split(rows, labels[4:], args.valid_pct)
+    else:
+        n_images = len(get_image_files(path))
+        if not n_images:
+            raise CLIError(
+                f"no images in '{path}' (looked for .jpg, .png, .gif, .bmp, .tif, .webp, recursively)."
+            )
+        _check_valid_pct(args.valid_pct, n_images)
     try:
         dls = DataBlock(**kw).dataloaders(
             source,
@@ -102,8 +109,8 @@ def make_dls(args: argparse.Namespace, aug: bool = True) -> Any:
         )
     if aug and len(dls.train) == 0:
         raise CLIError(
-            f"no full training batch: {n_train} training images and --bs {args.bs}. Use --bs {max(1, n_train // 2)} "
-            "or less."
+            f"no full training batch: {n_train} training images and --bs {args.bs}. Use a --bs of at most "
+            f"{n_train}, or add images."
         )
     return dls
 
@@ -133,17 +140,119 @@ class _NameRegex:
         return self.labeller(Path(o).name)
 
 
-def _read_csv(file: Path) -> list[dict[str, str]]:
-    if not file.is_file():
-        raise CLIError(f"no such CSV file '{file}'.")
-    with open(file, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"fname", "label"} <= set(rows[0]):
-        raise CLIError(f"'{file}' needs a header with columns fname,label (and optionally is_valid).")
-    for r in rows:
+def valid_images(dls: Any, args: argparse.Namespace) -> list[Path]:
+    """The image files of the validation set `make_dls` built (a CSV's items are its lines, not paths)."""
+    items = list(dls.valid_ds.items)
+    if args.labels.startswith("csv:"):
+        return [Path(args.path) / r["fname"] for r in items]
+    return [Path(o) for o in items]
+
+
+def _check_valid_pct(valid_pct: float, n: int) -> None:
+    """Refuse a --valid-pct that leaves no validation image among `n` (the split rounds down)."""
+    if int(valid_pct * n) == 0:
+        need = math.ceil(100 / n) / 100
+        raise CLIError(
+            f"--valid-pct {valid_pct} of {n} images leaves no validation image (the split rounds down): use "
+            f"--valid-pct {need:g} or more, or add images."
+        )
+
+
+def _check_csv_split(rows: list[dict[str, Any]], name: str, valid_pct: float) -> None:
+    """Refuse an is_valid column that leaves the training or the validation set empty."""
+    if "is_valid" not in rows[0]:
+        _check_valid_pct(valid_pct, len(rows))
+        return
+    n_valid = sum(r["is_valid"] for r in rows)
+    if n_valid in (0, len(rows)):
+        which = "validation" if n_valid == 0 else "training"
+        raise CLIError(
+            f"'{name}' puts all {len(rows)} images in the {'training' if n_valid == 0 else 'validation'} set "
+            f"(is_valid is {'false' if n_valid == 0 else 'true'} on every line), so the {which} set is empty. "
+            "Mark some lines the other way, or drop the is_valid column to split at random with --valid-pct."
+        )
+
+
+def _csv_file(spec: str, folder: Path) -> Path:
+    """The CSV `--labels csv:FILE` names: as given when absolute, else in the image folder, else here."""
+    given = Path(spec)
+    if given.is_absolute():
+        candidates = [given]
+    else:
+        candidates = [folder / given, given]
+    for c in candidates:
+        if c.is_file():
+            return c
+    where = (
+        ""
+        if given.is_absolute()
+        else f" (looked in the image folder '{folder}' and in the current directory)"
+    )
+    raise CLIError(f"no such CSV file '{spec}'{where}.")
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "y"), ("0", "false", "no", "n", "")
+
+
+def _read_csv(file: Path, folder: Path, on_bad_image: str | None = None) -> list[dict[str, Any]]:
+    """Read and check a labels CSV: header `fname,label[,is_valid]`, one row per image of `folder`.
+
+    Refuses empty names or labels, `is_valid` values other than yes/no words, an image named twice with
+    different labels or splits, and names of missing files (left out with one warning when `on_bad_image`
+    is 'skip'; None: the command has no --on-bad-image). A UTF-8 byte-order mark (spreadsheet exports) is
+    ignored.
+    """
+    try:
+        with open(file, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = [h.strip() for h in reader.fieldnames or []]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise CLIError(f"cannot read '{file}' as a UTF-8 CSV: {e}. Save it as CSV (UTF-8).") from None
+    if not {"fname", "label"} <= set(header):
+        raise CLIError(
+            f"'{file}' needs a header with columns fname,label (and optionally is_valid); its header is "
+            f"{','.join(header) if header else 'empty'}."
+        )
+    if not rows:
+        raise CLIError(f"'{file}' has a header and no rows: add one row per image.")
+    seen: dict[str, tuple[int, Any, Any]] = {}
+    missing: list[str] = []
+    kept = []
+    for line, raw in enumerate(rows, start=2):
+        r: dict[str, Any] = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+        if not r["fname"] or not r["label"]:
+            empty = "fname" if not r["fname"] else "label"
+            raise CLIError(f"'{file}' line {line}: the {empty} is empty. Fill it in or remove the line.")
         if "is_valid" in r:
-            r["is_valid"] = r["is_valid"].strip().lower() in ("1", "true", "yes")
-    return rows
+            v = r["is_valid"].lower()
+            if v not in _TRUE + _FALSE:
+                raise CLIError(
+                    f"'{file}' line {line}: is_valid is {r['is_valid']!r}; expected 1/0, true/false or yes/no."
+                )
+            r["is_valid"] = v in _TRUE
+        first = seen.setdefault(r["fname"], (line, r["label"], r.get("is_valid")))
+        if first[0] != line and first[1:] != (r["label"], r.get("is_valid")):
+            raise CLIError(
+                f"'{file}' names {r['fname']!r} on lines {first[0]} and {line} with different labels or splits "
+                f"({first[1]!r}, {r['label']!r}). Keep one line per image."
+            )
+        if not (folder / r["fname"]).is_file():
+            missing.append(f"line {line} '{r['fname']}'")
+            continue
+        kept.append(r)
+    if missing:
+        listed = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        if on_bad_image != "skip" or not kept:
+            raise CLIError(
+                f"'{file}' names {len(missing)} file(s) not in '{folder}': {listed}. fname is relative to the "
+                "image folder; fix the names or remove those lines"
+                + (", or add --on-bad-image skip to leave them out." if on_bad_image == "raise" else ".")
+            )
+        warnings.warn(
+            f"left out {len(missing)} CSV line(s) naming files not in '{folder}': {listed}.", stacklevel=2
+        )
+    return kept
 
 
 @contextmanager

@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .data import bad_images_as_cli_errors, make_dls
+from .data import bad_images_as_cli_errors, make_dls, valid_images
 from .exported import load_model
 from .parser import CLIError, check_out
 
@@ -20,7 +20,7 @@ def interpret(args: argparse.Namespace) -> None:
     check_out(out)
     inf = load_model(args.model, args.trust_module)
     dls = make_dls(args, aug=False)
-    items = list(dls.valid_ds.items)
+    items = valid_images(dls, args)
     with bad_images_as_cli_errors(skip_option=False):
         preds = inf.predict(items)
     vocab = list(inf.vocab)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
+import math
 import types
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -318,10 +319,18 @@ class DataBlock:
                 "GrandparentSplitter's train_name must match a folder name."
             )
         if len(splits) < 2 or len(splits[1]) == 0:
-            raise ValueError(
-                f"The validation split is empty: {sizes}. Use valid_pct=0.2 (splitter=RandomSplitter(valid_pct=0.2)) "
-                "or a splitter that returns validation items (e.g. GrandparentSplitter's valid_name must match a folder)."
-            )
+            pct = getattr(splitter, "valid_pct", None)
+            if isinstance(pct, float) and 0 < pct * n < 1:  # RandomSplitter rounds its share down
+                fix = (
+                    f"valid_pct={pct} of {n} items rounds down to none: use valid_pct={math.ceil(100 / n) / 100:g} "
+                    "or more, or more items"
+                )
+            else:
+                fix = (
+                    "Use a splitter that returns validation items (e.g. RandomSplitter(valid_pct=0.2); "
+                    "GrandparentSplitter's valid_name must match a folder)"
+                )
+            raise ValueError(f"The validation split is empty: {sizes}. {fix}.")
 
     @delegates(DataLoaders.from_datasets, keep=True, but=["after_item", "after_batch"])
     def dataloaders(
