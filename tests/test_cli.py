@@ -270,7 +270,7 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, folder, exported, capsys)
         (["train", img, *TINY], "is a file; give the folder"),
         (["train", folder, *TINY, "--bs", "64"], "no full training batch"),
         (["predict", exported, tmp_path / "notes.txt"], "notes.txt"),
-        (["predict", exported, folder], "is not a file; give image files"),
+        (["predict", exported, tmp_path / "nothing"], "no such image file: '"),
         (["predict", tmp_path, img], "is a folder"),
         (["predict", tmp_path / "notes.txt", img], "not a fastvision export"),
         (["predict", tmp_path / "broken.json", img], "not valid JSON"),
@@ -281,6 +281,46 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, folder, exported, capsys)
         code, err = cli_error(args, capsys)
         assert code == 2 and len(err) == 1, (args, err)
         assert err[0].startswith(f"fastvision {args[0]}: error: ") and match in err[0], (args, err)
+
+
+def test_predict_takes_folders_and_names_or_skips_unreadable_images(tmp_path, folder, exported, capsys):
+    files = sorted(folder.rglob("*.jpg"))
+    (tmp_path / "empty").mkdir()
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    assert main(["predict", str(exported), str(folder), "--json"]) == 0
+    assert [r["image"] for r in json.loads(capsys.readouterr().out)] == [str(f) for f in files]
+    code, err = cli_error(["predict", exported, tmp_path / "empty"], capsys)
+    assert code == 2 and f"no images in '{tmp_path / 'empty'}'" in err[0], err
+    code, err = cli_error(["predict", exported, files[0], bad], capsys)
+    assert code == 2 and len(err) == 1, err
+    assert (
+        err[0].startswith(f"fastvision predict: error: cannot read image '{bad}'")
+        and "--on-bad-image skip" in err[0]
+    )
+    with pytest.warns(UserWarning, match=f"1 unreadable image.s. not predicted: {bad}"):
+        assert (
+            main(["predict", str(exported), str(bad), str(folder), "--on-bad-image", "skip", "--json"]) == 0
+        )
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0] == {"image": str(bad), "error": "PIL cannot identify the format (not an image?)"}
+    assert [r["image"] for r in rows[1:]] == [str(f) for f in files] and all("label" in r for r in rows[1:])
+    with pytest.warns(UserWarning):
+        assert main(["predict", str(exported), str(files[0]), str(bad), "--on-bad-image", "skip"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[-1].split() == [
+        str(bad),
+        "unreadable:",
+        "PIL",
+        "cannot",
+        "identify",
+        "the",
+        "format",
+        "(not",
+        "an",
+        "image?)",
+    ]
+    assert table[1].startswith(str(files[0])) and "unreadable" not in table[1]
 
 
 def test_errors_are_one_line_when_run_as_a_command(tmp_path, folder):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +33,20 @@ def load_model(model: str | Path, trusted_modules: list[str]) -> Any:
 
 
 def predict(args: argparse.Namespace) -> None:
-    """Print the top classes of each image file, as a table or JSON (`fastvision predict`)."""
-    from ..vision.image import ImageLoadError
+    """Print the top classes of each image file (or folder's images), as a table or JSON (`fastvision predict`)."""
+    from .data import bad_images_as_cli_errors
 
     _check_model_path(Path(args.model))
-    for p in args.images:
-        if not Path(p).exists():
-            raise CLIError(f"no such image file: '{p}'")
-        if not Path(p).is_file():
-            raise CLIError(f"'{p}' is not a file; give image files (a shell glob such as '{p}/*.jpg' works)")
+    files = _image_files(args.images)
     learn = load_model(args.model, args.trust_module)
-    try:
-        results = learn.predict(list(args.images))
-    except ImageLoadError as e:
-        raise CLIError(str(e)) from e
+    with bad_images_as_cli_errors():
+        results = _predict_files(learn, files, skip=args.on_bad_image == "skip")
     rows: list[dict[str, Any]] = []
-    for path, (label, _idx, probs) in zip(args.images, results):
+    for path, res in zip(files, results):
+        if isinstance(res, str):
+            rows.append({"image": str(path), "error": res})
+            continue
+        label, _idx, probs = res
         top = probs.topk(min(args.topk, len(probs)))
         rows.append(
             {
@@ -59,14 +58,67 @@ def predict(args: argparse.Namespace) -> None:
                 ],
             }
         )
+    bad = [r["image"] for r in rows if "error" in r]
+    if bad:
+        listed = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        warnings.warn(f"{len(bad)} unreadable image(s) not predicted: {listed}.", stacklevel=2)
     if args.json:
         print(json.dumps(rows, indent=2))
         return
     width = max(len(r["image"]) for r in rows)
     print(f"{'image':<{width}}  prediction")
     for r in rows:
+        if "error" in r:
+            print(f"{r['image']:<{width}}  unreadable: {r['error']}")
+            continue
         tops = ", ".join(f"{t['label']} {t['prob']:.3f}" for t in r["top"])
         print(f"{r['image']:<{width}}  {tops}")
+
+
+def _image_files(specs: list[str]) -> list[Path]:
+    """The files `predict` was given, with each folder replaced by its image files (recursively, sorted)."""
+    from ..data.items import get_image_files
+
+    files: list[Path] = []
+    for p in map(Path, specs):
+        if p.is_dir():
+            found = sorted(get_image_files(p))
+            if not found:
+                raise CLIError(
+                    f"no images in '{p}' (looked for .jpg, .png, .gif, .bmp, .tif, .webp, recursively)."
+                )
+            files += found
+        elif p.is_file():
+            files.append(p)
+        elif p.exists():
+            raise CLIError(f"'{p}' is not a file or a folder; give image files or folders.")
+        else:
+            raise CLIError(f"no such image file: '{p}'")
+    return files
+
+
+_CHUNK = 256  # images per predict call: a chunk with an unreadable image is predicted again one by one
+
+
+def _predict_files(learn: Any, files: list[Path], skip: bool) -> list[Any]:
+    """`learn.predict` on `files` in chunks; with `skip`, an unreadable image gets its reason (a str) instead."""
+    from ..vision.image import ImageLoadError
+
+    out: list[Any] = []
+    for start in range(0, len(files), _CHUNK):
+        chunk = files[start : start + _CHUNK]
+        try:
+            out += learn.predict(chunk)
+            continue
+        except ImageLoadError:
+            if not skip:
+                raise
+        for f in chunk:
+            try:
+                out += learn.predict([f])
+            except ImageLoadError as e:
+                out.append(e.reason)
+    return out
 
 
 def export_onnx(args: argparse.Namespace) -> None:

@@ -207,10 +207,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="predict images with an exported model")
     pr.add_argument("model", help="exported model (the .json or .safetensors written by export)")
-    pr.add_argument("images", nargs="+", help="image files")
+    pr.add_argument("images", nargs="+", help="image files, or folders (their images, recursively)")
     pr.add_argument("--json", action="store_true", help="print JSON instead of a table")
     pr.add_argument(
         "--topk", type=_positive_int, default=3, help="classes to show per image (default: %(default)s)"
+    )
+    pr.add_argument(
+        "--on-bad-image",
+        choices=("raise", "skip"),
+        default="raise",
+        help="an image that cannot be decoded stops the command naming the file (raise, the default), or "
+        "gets a row saying why instead of a prediction (skip; one warning lists such files)",
     )
     _add_trust_module(pr)
 
