@@ -35,7 +35,7 @@ from .distributed import rank_distrib
 from .losses import loss_activation, loss_decodes
 from .transform import Transform
 from .utils import default_device, unwrap_model
-from .vision.image import decode_image, load_image
+from .vision.image import ImageLoadError, decode_image, load_image
 
 __all__ = [
     "export",
@@ -795,9 +795,14 @@ class InferenceLearner:
                 raise ValueError("get_preds needs `items` or a loader `dl`; got neither.")
             dl = self.test_dl(items, bs=bs)
         outs = []
-        with torch.inference_mode():
-            for b in dl:
-                outs.append(self._activate(self.model(*b[:1]).float()).cpu())
+        try:
+            with torch.inference_mode():
+                for b in dl:
+                    outs.append(self._activate(self.model(*b[:1]).float()).cpu())
+        except ImageLoadError as e:
+            if e.hint is not None:  # e.g. a missing file's "check the path"
+                raise
+            raise type(e)(e.path, e.reason, _PREDICT_HINT) from None  # not the training loader's advice
         preds = torch.cat(outs) if outs else torch.empty(0)
         return (preds, self._decode(preds)) if with_decoded else preds
 
@@ -823,6 +828,12 @@ class InferenceLearner:
         m = self.description["model"]
         name = m.get("arch", m.get("class", m.get("kind")))
         return f"InferenceLearner({name}, vocab={self.vocab}, device={self.device})"
+
+
+_PREDICT_HINT = (
+    "The file may be truncated, empty or not an image; verify_images(files) lists every unreadable file, to "
+    "leave out before predicting."
+)
 
 
 def _refuse_pickle(path: Path, trust_pickle: bool) -> Any:

@@ -23,6 +23,7 @@ from fastvision.learner import Learner
 from fastvision.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat
 from fastvision.testing import make_tensor_data
 from fastvision.vision.block import ImageBlock
+from fastvision.vision.image import ImageLoadError, ImageNotFoundError
 from fastvision.vision.learner import vision_learner
 from fastvision.vision.models import TinyVGG
 from fastvision.vision.resize import Resize
@@ -180,6 +181,19 @@ def test_preprocessing_matches_validation_and_predict_accepts_many_inputs(learn,
     assert torch.allclose(batch[1][2], results[0][2], atol=1e-6) and len(batch) == 2
     assert torch.allclose(inf.get_preds(items), learn.get_preds()[0], atol=1e-5)
     assert inf.dls.vocab == ["cat", "dog"]
+
+
+def test_predict_on_an_unreadable_image_names_it_with_advice_for_prediction(learn, tmp_path):
+    inf = load_learner(export(learn, tmp_path / "m"))
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    good = list(learn.dls.valid_ds.items)[0]
+    for item in (bad, [good, bad]):
+        with pytest.raises(ImageLoadError, match=f"'{bad}': PIL cannot identify") as e:
+            inf.predict(item)
+        assert "verify_images(files)" in str(e.value) and "on_bad_image" not in str(e.value)
+    with pytest.raises(ImageNotFoundError, match="no such file. Check the path"):
+        inf.predict(tmp_path / "gone.jpg")
 
 
 def test_refuses_pickles_unless_trusted(tmp_path):
