@@ -152,13 +152,14 @@ def save_checkpoint(file: str | Path, model: nn.Module, opt: torch.optim.Optimiz
 
 
 def load_state_dict_head(
-    model: nn.Module, state_dict: dict[str, torch.Tensor], head_prefix: str = "1."
+    model: nn.Module, state_dict: dict[str, torch.Tensor], head_prefix: str = "1.", stacklevel: int = 2
 ) -> list[str]:
     """Load `state_dict` into `model`, keeping the model's own head when the head's shapes differ.
 
     For `Sequential(body, head)` models (`head_prefix='1.'`) whose checkpoint was trained with another
     number of classes: the body must match exactly; head weights load when every shape matches, else
-    the whole head keeps its fresh initialisation (with a warning). Returns the keys not loaded.
+    the whole head keeps its fresh initialisation (with a warning, `stacklevel` as `warnings.warn`'s).
+    Returns the keys not loaded.
     """
     own = model.state_dict()
     body_missing = [k for k in own if k not in state_dict and not k.startswith(head_prefix)]
@@ -191,9 +192,26 @@ def load_state_dict_head(
     warnings.warn(
         f"The checkpoint's head does not fit this model (e.g. another number of classes: {shapes or skipped}); "
         "the head keeps its fresh initialisation and the body weights are loaded.",
-        stacklevel=2,
+        stacklevel=stacklevel,
     )
     return skipped
+
+
+def load_weights(
+    model: nn.Module, weights: dict, strict: bool | str = True, stacklevel: int = 2
+) -> list[str]:
+    """Load a state dict into `model` (unwrapped from DDP or compile); return the head keys re-initialised.
+
+    `strict='head'`: weights trained for another class count keep this model's head (see
+    `load_state_dict_head`; its warning points `stacklevel` frames up from here); otherwise `strict` goes
+    to `load_state_dict` and nothing is re-initialised.
+    """
+    model = unwrap_model(model)
+    weights = _match_keys(weights, model) if isinstance(weights, dict) else weights
+    if strict == "head":
+        return load_state_dict_head(model, weights, stacklevel=stacklevel + 1)
+    model.load_state_dict(weights, strict=bool(strict))
+    return []
 
 
 def load_checkpoint(
@@ -219,13 +237,8 @@ def load_checkpoint(
     state = torch.load(file, map_location=device, weights_only=True)
     has_opt = isinstance(state, dict) and set(state) == {"model", "opt"}
     weights = state["model"] if has_opt else state
-    model = unwrap_model(model)
-    weights = _match_keys(weights, model) if isinstance(weights, dict) else weights
-    if strict == "head":  # a checkpoint trained for another class count: keep this model's head
-        if load_state_dict_head(model, weights):
-            return  # the optimizer state belongs to the other head's shapes
-    else:
-        model.load_state_dict(weights, strict=bool(strict))
+    if load_weights(model, weights, strict, stacklevel=4):  # the warning points at learn.load's caller
+        return  # a new head: the optimizer state belongs to the other head's shapes
     if not with_opt or opt is None:
         return
     if not has_opt:

@@ -41,6 +41,7 @@ __all__ = [
     "export",
     "export_onnx",
     "load_learner",
+    "export_weights",
     "InferenceLearner",
     "FORMAT_VERSION",
     "TRUSTED_MODULES",
@@ -824,11 +825,32 @@ class InferenceLearner:
         """Write the model as ONNX with its preprocessing and activation (see `export_onnx`); return the path."""
         return export_onnx(self, fname, **kwargs)
 
+    def __getattr__(self, name: str) -> Any:
+        if name in _TRAINING:
+            raise AttributeError(
+                f"InferenceLearner has no {name}: it predicts. To train further from this export, build a Learner "
+                "on your data and load its weights: learn = vision_learner(dls, arch); learn.load('model.json') "
+                "(strict='head' for other classes)."
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def __repr__(self) -> str:
         m = self.description["model"]
         name = m.get("arch", m.get("class", m.get("kind")))
         return f"InferenceLearner({name}, vocab={self.vocab}, device={self.device})"
 
+
+_TRAINING = (
+    "fit",
+    "fit_one_cycle",
+    "fine_tune",
+    "fit_flat_cos",
+    "fit_sgdr",
+    "lr_find",
+    "freeze",
+    "unfreeze",
+    "dls",
+)
 
 _PREDICT_HINT = (
     "The file may be truncated, empty or not an image; verify_images(files) lists every unreadable file, to "
@@ -1074,6 +1096,23 @@ def load_learner(
     jfile = _find_json(Path(fname))
     if jfile is None:
         return _refuse_pickle(Path(fname), trust_pickle)
+    desc, data, wfile = _read_export(jfile)
+    _check_against_weights(desc, _header(data, wfile), trusted_modules, jfile)
+    from safetensors.torch import load
+
+    weights = load(data)
+    _warn_non_finite(weights, wfile, stacklevel=3)
+    model = _build_model(desc["model"], trusted_modules)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise ValueError(f"{wfile.name} does not fit the model {jfile.name} describes: {e}") from e
+    dev = "cpu" if cpu else (device if device is not None else default_device())
+    return InferenceLearner(model, desc, dev)
+
+
+def _read_export(jfile: Path) -> tuple[dict, bytes, Path]:
+    """Read and check an export's description and its weights' bytes; return (description, bytes, weights file)."""
     for attempt in range(3):  # a concurrent re-export may replace the pair between the two reads
         desc = _read_desc(jfile)
         _check_desc(desc, jfile)
@@ -1093,20 +1132,31 @@ def load_learner(
         raise ValueError(
             f"{str(wfile)!r} does not match {jfile.name} (checksum differs): re-export both files together."
         )
-    _check_against_weights(desc, _header(data, wfile), trusted_modules, jfile)
-    from safetensors.torch import load
+    return desc, data, wfile
 
-    weights = load(data)
+
+def _warn_non_finite(weights: dict[str, torch.Tensor], wfile: Path, stacklevel: int) -> None:
     bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         warnings.warn(
             f"{wfile.name}: the weights {bad[:5]} hold NaN or infinite values; predictions will be NaN.",
-            stacklevel=2,
+            stacklevel=stacklevel + 1,
         )
-    model = _build_model(desc["model"], trusted_modules)
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as e:
-        raise ValueError(f"{wfile.name} does not fit the model {jfile.name} describes: {e}") from e
-    dev = "cpu" if cpu else (device if device is not None else default_device())
-    return InferenceLearner(model, desc, dev)
+
+
+def export_weights(fname: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read an export's weights (checksum verified) and its description, without building its model.
+
+    For training further from an export: `Learner.load('model.json')` calls it.
+    """
+    jfile = _find_json(Path(fname))
+    if jfile is None:
+        raise ValueError(
+            f"{str(fname)!r} is not a fastvision export: pass the .json that learn.export() wrote."
+        )
+    desc, data, wfile = _read_export(jfile)
+    from safetensors.torch import load
+
+    weights = load(data)
+    _warn_non_finite(weights, wfile, stacklevel=3)
+    return weights, desc

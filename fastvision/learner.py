@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -605,11 +605,31 @@ class Learner(CallbackHost):
     def load(
         self, name: str | Path, device: Any = None, with_opt: bool = True, strict: bool | str = True
     ) -> Learner:
-        """Load a `save`d checkpoint (`weights_only=True`); `strict='head'` re-initialises a mismatched head."""
+        """Load a `save`d checkpoint (`weights_only=True`), or the weights of an export (its `.json`) to train
+        further; `strict='head'` re-initialises a mismatched head (e.g. other classes)."""
+        if str(name).endswith((".json", ".safetensors")):
+            return self._load_export(name, strict)
         if self.opt is None:
             self.create_opt()
         device = getattr(self.dls, "device", None) if device is None else device
         checkpoint.load_checkpoint(self._file(name), self.model, self.opt, device, with_opt, strict)
+        return self
+
+    def _load_export(self, name: str | Path, strict: bool | str) -> Learner:
+        """Load an export's weights (no optimizer state); refuse another vocab unless `strict='head'`."""
+        from .export import export_weights
+
+        weights, desc = export_weights(name)
+        theirs, ours = desc.get("vocab"), getattr(self.dls, "vocab", None)
+        if strict is True and theirs is not None and ours is not None and list(theirs) != list(ours):
+            raise ValueError(
+                f"{Path(name).name} was trained for the classes {_few(theirs)} and these DataLoaders have "
+                f"{_few(ours)}: its head would give the wrong names. Pass strict='head' to keep its body and "
+                "train a new head for these classes."
+            )
+        checkpoint.load_weights(
+            self.model, weights, strict, stacklevel=4
+        )  # the warning names the caller's line
         return self
 
     def export(self, fname: str | Path = "export", model_kwargs: dict | None = None) -> Path:
@@ -629,3 +649,9 @@ class Learner(CallbackHost):
         from .export import export_onnx
 
         return export_onnx(self, fname, **kwargs)
+
+
+def _few(names: Sequence[Any], n: int = 6) -> str:
+    """`[a, b, ...]` for error messages: the first `n` names and how many more."""
+    shown = ", ".join(repr(str(x)) for x in list(names)[:n])
+    return f"[{shown}{f', ... ({len(names) - n} more)' if len(names) > n else ''}]"

@@ -21,7 +21,7 @@ from fastvision.data.items import RandomSplitter, get_image_files, parent_label
 from fastvision.export import _probe_loss, export, load_learner
 from fastvision.learner import Learner
 from fastvision.losses import BCEWithLogitsLossFlat, CrossEntropyLossFlat
-from fastvision.testing import make_tensor_data
+from fastvision.testing import make_image_folder, make_tensor_data
 from fastvision.vision.block import ImageBlock
 from fastvision.vision.image import ImageLoadError, ImageNotFoundError
 from fastvision.vision.learner import vision_learner
@@ -194,6 +194,45 @@ def test_predict_on_an_unreadable_image_names_it_with_advice_for_prediction(lear
         assert "verify_images(files)" in str(e.value) and "on_bad_image" not in str(e.value)
     with pytest.raises(ImageNotFoundError, match="no such file. Check the path"):
         inf.predict(tmp_path / "gone.jpg")
+
+
+def test_a_learner_trains_further_from_an_export(parent_folder, tmp_path):
+    """learn.load('model.json') takes the export's weights; other classes need strict='head'."""
+    src = vision_learner(make_dls(parent_folder), "tinyvgg", pretrained=False)
+    src.fit(1, 1e-2)
+    jfile = export(src, tmp_path / "m")
+    inf = load_learner(jfile)
+    with pytest.raises(
+        AttributeError, match=r"InferenceLearner has no fine_tune: it predicts.*learn.load\('model.json'\)"
+    ):
+        inf.fine_tune(1)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = inf.nope
+    learn = vision_learner(make_dls(parent_folder), "tinyvgg", pretrained=False)
+    x = learn.dls.valid.one_batch()[0]
+    assert learn.load(jfile) is learn
+    learn.model.eval()
+    with torch.inference_mode():
+        assert torch.allclose(learn.model(x), inf.model(x), atol=1e-5)
+    learn.fit(1, 1e-3)  # an optimizer is made for the loaded weights
+
+    other = make_image_folder(tmp_path / "other", classes=("ant", "bee", "cow"), n_per_class=4)
+    new = vision_learner(make_dls(other), "tinyvgg", pretrained=False)
+    head = {k: v.clone() for k, v in new.model.state_dict().items() if k.startswith("1.")}
+    with pytest.raises(
+        ValueError,
+        match=r"trained for the classes \['cat', 'dog'\] and these DataLoaders have \['ant', 'bee', 'cow'\]",
+    ):
+        new.load(jfile)
+    with pytest.warns(UserWarning, match="head does not fit") as w:
+        new.load(next(tmp_path.glob("m.*.safetensors")), strict="head")
+    assert w[0].filename == __file__  # the warning names the caller's line
+    body = {k: v for k, v in src.model.state_dict().items() if k.startswith("0.")}
+    assert all(torch.equal(new.model.state_dict()[k], v) for k, v in body.items())
+    assert all(torch.equal(new.model.state_dict()[k], v) for k, v in head.items())  # its own fresh head
+    jfile.write_text(jfile.read_text().replace(json.loads(jfile.read_text())["weights"]["sha256"], "0" * 64))
+    with pytest.raises(ValueError, match="checksum differs"):
+        learn.load(jfile)
 
 
 def test_refuses_pickles_unless_trusted(tmp_path):
