@@ -343,6 +343,26 @@ def test_from_df_and_from_csv(pets_folder):
     assert type(dls.loss_func).__name__ == "BCEWithLogitsLossFlat" and dls.c == 3
 
 
+def test_rows_naming_missing_files_fail_before_training_unless_skipped(pets_folder):
+    names = sorted(p.name for p in get_image_files(pets_folder))
+    gone = ["nope_1.jpg", *names, "nope_2.jpg"]
+    labels = [n.split("_")[0] for n in gone]
+    kw = dict(item_tfms=Resize(16), bs=4, num_workers=0, seed=0)
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"2 of 20 items name files that do not exist: '.*nope_1.jpg' \(item 0\), '.*nope_2.jpg' \(item 19\)\..*on_bad_image='skip'",
+    ):
+        ImageDataLoaders.from_lists(pets_folder, [pets_folder / n for n in gone], labels, **kw)
+    dls = ImageDataLoaders.from_lists(
+        pets_folder, [pets_folder / n for n in gone], labels, on_bad_image="skip", **kw
+    )
+    with pytest.warns(UserWarning, match="nope_"):
+        n = sum(len(xb) for xb, _ in dls.train) + sum(len(xb) for xb, _ in dls.valid)
+    assert n >= 16  # the rest load; a left-out image is replaced in its batch
+    dls = pets_block().dataloaders(pets_folder, bs=4, num_workers=0)  # a listing of the disk: no check needed
+    assert len(dls.train_ds) + len(dls.valid_ds) == 18
+
+
 def test_test_set_uses_validation_tfms(pets_folder):
     dsets = pets_block().datasets(pets_folder)
     ts = dsets.test_set(get_image_files(pets_folder)[:3])

@@ -73,6 +73,19 @@ def _copy_with(t: Transform, **attrs: Any) -> Transform:
     return t
 
 
+def _refuse_missing_files(dsets: Datasets) -> None:
+    """Raise before training when inputs name files that do not exist (instead of failing mid-epoch)."""
+    missing = dsets.missing_files()
+    if missing:
+        listed = ", ".join(f"{p!r} (item {i})" for i, p in missing[:3])
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise FileNotFoundError(
+            f"{len(missing)} of {len(dsets)} items name files that do not exist: {listed}{more}. Check get_x (or "
+            "the table's file names and the path/folder they are joined to), or pass on_bad_image='skip' to "
+            "leave them out."
+        )
+
+
 def _lazy_resizes(item_tfms: list) -> list:
     """Copies of the item resizes with `lazy=True`: the batch stage resamples them (on the device)."""
     out = []
@@ -356,6 +369,8 @@ class DataBlock:
         """
         dsets = self._datasets(source, verbose, fast_decode=True, on_device=decode_on_device)
         kw = {**self.dls_kwargs, **kwargs}
+        if kw.get("on_bad_image", "raise") == "raise" and (self.get_items is None or self.get_x is not None):
+            _refuse_missing_files(dsets)  # names from a table or a function, not a listing of the disk
         item_tfms = _lazy_resizes(self.item_tfms) if decode_on_device else self.item_tfms
         return DataLoaders.from_datasets(
             dsets, after_item=Pipeline(item_tfms), after_batch=Pipeline(self.batch_tfms), path=path, **kw

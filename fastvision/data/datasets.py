@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,21 @@ class Datasets:
         if self.in_worker[b]:  # a target made in the workers: only a full sample has it
             return [self.decode(self[i])[b] for i in idxs]
         return [self._decode_block(b, self._cols[b][i]) for i in idxs]
+
+    def missing_files(self) -> list[tuple[int, str]]:
+        """The `(index, path)` of every input that names a file which does not exist (one `stat` each).
+
+        Only inputs decoded in the loader workers (image paths) are looked at; they are never opened here.
+        """
+        out = []
+        for b in range(self.n_inp):
+            if self.in_worker[b]:
+                out += [
+                    (i, str(v))
+                    for i, v in enumerate(self._cols[b])
+                    if isinstance(v, (str, os.PathLike)) and not os.path.exists(v)
+                ]
+        return sorted(out)
 
     def _decode_block(self, b: int, x: Any) -> Any:
         for t in reversed(self.type_tfms[b]):

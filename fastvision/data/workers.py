@@ -152,7 +152,7 @@ class Fetcher(torch.utils.data.Dataset):
         self.after_batch: Pipeline | None = None
         self.items = getattr(dataset, "items", None)
         self._cache: dict[int, Any] = {}
-        self._bad: set[int] = set()
+        self._bad: dict[int, str] = {}  # item index -> the path (or 'item i') of an image left out
         # Items that are rows of in-memory tensors (`dataset.tensors`, as `TensorDataset` has) and nothing to
         # do per item: one indexing op per batch instead of a Python loop over the items
         tensors = getattr(dataset, "tensors", None)
@@ -189,14 +189,15 @@ class Fetcher(torch.utils.data.Dataset):
             for i in req.idxs:
                 i = int(i)
                 if i in self._bad:
-                    bad.append((i, item_path(self.items, i) or f"item {i}"))
+                    bad.append((i, self._bad[i]))
                     continue
                 try:
                     samples.append(self._sample(i))
                 except Exception as e:
                     if self.on_bad_image == "skip" and _is_bad_image(e):
-                        self._bad.add(i)
-                        bad.append((i, item_path(self.items, i) or f"item {i}"))
+                        path = getattr(e, "path", None) or item_path(self.items, i)  # rows have no path
+                        self._bad[i] = str(path) if path is not None else f"item {i}"
+                        bad.append((i, self._bad[i]))
                         continue
                     return _marker(e, i, item_path(self.items, i))
                 used.append(i)
