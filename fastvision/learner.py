@@ -318,7 +318,7 @@ class Learner(CallbackHost):
         first, self._first_iter = self._first_iter, 0
         for i, b in enumerate(dl, first):
             self.iter = i
-            b = self._to_device(b if isinstance(b, (tuple, list)) else (b,))
+            b = self._to_device(setup_checks.batch_as_tuple(b))
             self.xb, self.yb = tuple(b[:n_inp]), tuple(b[n_inp:])
             self._with_events(self._do_one_batch, "batch", CancelBatchException)
 
@@ -348,8 +348,10 @@ class Learner(CallbackHost):
             else:
                 self.loss_grad = self.loss = None
         self("after_loss")
-        if not self.training or not self.yb:
+        if not self.training:
             return
+        if self.loss_grad is None:  # no target, and no callback computed a loss
+            raise setup_checks.no_target_error(self.xb, len(self.xb))
         self._with_events(self._do_backward, "backward", CancelBackwardException)
         self._with_events(self._do_step, "step", CancelStepException)
         self._opt.zero_grad(set_to_none=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -106,6 +106,32 @@ def check_train_batches(dls: Any) -> None:
         )
     raise ValueError(
         f"The training loader yields 0 batches (dls.train has length 0, bs={bs}); nothing would train."
+    )
+
+
+def batch_as_tuple(b: Any) -> tuple | list:
+    """A loader's batch as the tuple the loop splits into inputs and targets; a dict batch is refused."""
+    if isinstance(b, (tuple, list)) and not (len(b) == 1 and isinstance(b[0], Mapping)):
+        return b
+    d = b[0] if isinstance(b, (tuple, list)) else b  # fastvision's collate keeps a dict sample in a 1-tuple
+    if isinstance(d, Mapping):
+        keys = list(d)
+        x, y = (keys + ["x", "y"])[:2] if len(keys) != 2 else keys
+        raise TypeError(
+            f"The loader gives dict batches (keys {keys}); Learner takes (inputs..., targets) tuples. Return "
+            f"(x, y) from the Dataset's __getitem__, or give the torch DataLoader a collate_fn such as "
+            f"lambda items: (torch.stack([d[{x!r}] for d in items]), torch.tensor([d[{y!r}] for d in items]))."
+        )
+    return (b,)
+
+
+def no_target_error(xb: tuple, n_inp: int) -> ValueError:
+    """The error for a training batch that has inputs only (nothing to compute a loss against)."""
+    got = ", ".join(str(_shape(x)) for x in xb)
+    return ValueError(
+        f"The training batch has no target: the loader gives {len(xb)} element(s) per batch (shaped {got}) and the "
+        f"model takes the first {n_inp} (n_inp={n_inp}), so nothing is left for the loss. Return (input, target) "
+        "from the Dataset, or set learn.loss_grad in a callback's after_loss."
     )
 
 

@@ -135,6 +135,59 @@ def test_fastvision_dataloaders_wrap_plain_torch_loaders():
     assert len(learn.get_preds()[0]) == 32
 
 
+class _DictDataset(torch.utils.data.Dataset):
+    """A Hugging Face-style dataset: each item a dict."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"pixel_values": self.x[i], "label": self.y[i]}
+
+
+def test_dict_batches_and_batches_without_targets_are_refused_with_the_fix():
+    load = pytest.importorskip("fastvision.data.load")
+    x, y = make_tensor_data(32, 2, size=8)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+    ds = _DictDataset(x, y)
+    learn = Learner(
+        load.DataLoaders(DataLoader(ds, batch_size=8), DataLoader(ds, batch_size=8)),
+        model,
+        loss_func=nn.CrossEntropyLoss(),
+    )
+    with pytest.raises(
+        TypeError, match=r"dict batches \(keys \['pixel_values', 'label'\]\).*collate_fn such as"
+    ) as e:
+        learn.fit(1)
+    fix = eval(str(e.value).split("collate_fn such as ")[1].rstrip("."))  # the advice, as printed, works
+    dls = load.DataLoaders(
+        DataLoader(ds, batch_size=8, collate_fn=fix), DataLoader(ds, batch_size=8, collate_fn=fix)
+    )
+    Learner(dls, model, loss_func=nn.CrossEntropyLoss()).fit(1)
+    x_only = load.DataLoaders(DataLoader(x, batch_size=8), DataLoader(x, batch_size=8))
+    learn = Learner(x_only, model, loss_func=nn.CrossEntropyLoss())
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(
+        ValueError,
+        match=r"training batch has no target: the loader gives 1 element\(s\) per batch \(shaped \(8, 1, 8, 8\)\)",
+    ):
+        learn.fit(1)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert learn.get_preds()[0].shape == (32, 2)  # predicting needs no target
+
+    class OwnLoss(Callback):  # a loss computed without a target (e.g. self-supervised) still trains
+        def after_loss(self):
+            if self.learn.training:
+                self.learn.loss_grad = self.learn.pred.pow(2).mean()
+
+    learn = Learner(x_only, model, loss_func=nn.CrossEntropyLoss(), cbs=OwnLoss())
+    learn.fit(1, 0.1)
+    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
 # ---- construction ----------------------------------------------------------------------------------------------
 def test_loss_func_inferred_or_clear_error():
     dls = small_learner().dls
