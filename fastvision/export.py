@@ -897,7 +897,13 @@ def _find_json(p: Path) -> Path | None:
         return None
     jfile = next((c for c in (p.with_name(p.name + ".json"), p.with_suffix(".json")) if c.exists()), None)
     if jfile is None:
-        raise FileNotFoundError(f"No export at {str(p)!r} (no {p.name}.json). Write one with learn.export().")
+        looked = sorted({f"{p.name}.json", p.with_suffix(".json").name})
+        where = "" if p.is_absolute() else f" in {str(Path.cwd())!r}"
+        raise FileNotFoundError(
+            f"No export at {str(p)!r}{where} (no {' or '.join(looked)}). learn.export(name) writes name.json and "
+            "a .safetensors file under learn.path when the name is relative: pass that .json (e.g. "
+            "learn.path/'export.json'), or write one with learn.export()."
+        )
     return jfile
 
 

@@ -244,6 +244,11 @@ def test_refuses_pickles_unless_trusted(tmp_path):
         assert load_learner(f, trust_pickle=True) == {"learner": "pretend"}
     with pytest.raises(FileNotFoundError, match="learn.export"):
         load_learner(tmp_path / "missing")
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"No export at 'gone.pkl' in '.*' \(no gone.json or gone.pkl.json\)\..*under learn.path",
+    ):
+        load_learner("gone.pkl")  # fastai's habit: export('export.pkl') wrote export.json under learn.path
 
 
 def test_checksum_and_version_are_checked(parent_folder, tmp_path):
