@@ -177,6 +177,40 @@ def test_csv_lines_naming_missing_files_are_left_out_on_request_with_a_one_line_
     ]
 
 
+def test_a_train_and_val_layout_splits_by_folder(tmp_path, capsys):
+    """ImageNet / imagenette layout: train/<class>/ and val/<class>/; images elsewhere are not items."""
+    data = make_image_folder(
+        tmp_path / "data", classes=("red", "green"), n_per_class=6, layout="train_valid", valid_per_class=2
+    )
+    (data / "valid").rename(data / "val")
+    make_image_folder(data / "test", classes=("blue",), n_per_class=3)  # a label the training set lacks
+    out = tmp_path / "out"
+    assert main(["train", str(data), *TINY, "--lr", "1e-2", "--out", str(out)]) == 0
+    assert (
+        "split by folder: 12 training images in train/, 4 validation images in val/; 3 images in other folders not used"
+        in capsys.readouterr().out
+    )
+    args = ["interpret", str(data), "--model", str(out / "model.json"), "--size", "32", "--num-workers", "0"]
+    assert main([*args, "--out", str(tmp_path / "i")]) == 0
+    assert "accuracy on the 4 validation images" in capsys.readouterr().out
+    assert main([*args, "--valid-folder", "none", "--valid-pct", "0.5", "--out", str(tmp_path / "j")]) == 0
+    out_text = (
+        capsys.readouterr().out
+    )  # a random split over all 19 images, the blue ones unknown to the model
+    assert (
+        "split by folder" not in out_text and "images whose label the model does not know (blue:" in out_text
+    )
+    for extra, match in [
+        (
+            ["--valid-folder", "nope"],
+            f"--valid-folder nope: '{data}' has no nope/ folder (it has: test, train, val)",
+        ),
+        (["--valid-folder", "test", "--labels", "csv:x.csv"], "both set the split"),
+    ]:
+        code, err = cli_error(["train", data, *TINY, *extra, "--out", tmp_path / "o"], capsys)
+        assert code == 2 and len(err) == 1 and match in err[0], (extra, err)
+
+
 def test_regex_labels_that_do_not_match_name_the_file(tmp_path, capsys):
     data = make_image_folder(tmp_path / "pets", classes=("cat", "dog"), n_per_class=3, layout="name")
     code = main(

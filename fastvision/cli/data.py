@@ -46,18 +46,16 @@ def make_dls(args: argparse.Namespace, aug: bool = True) -> Any:
     item_tfms = [Resize(presize if batch_tfms else args.size)]
     kw: dict[str, Any] = dict(blocks=(ImageBlock, CategoryBlock), item_tfms=item_tfms, batch_tfms=batch_tfms)
     labels = args.labels
+    valid_folder = _valid_folder(path, args)
+    folders = None if valid_folder is None else _FolderSplit(path, valid_folder)
+    split: Any = RandomSplitter(args.valid_pct, args.seed) if folders is None else folders
+    get_items: Any = get_image_files if folders is None else folders.items
     if labels == "parent":
-        kw.update(
-            get_items=get_image_files, get_y=parent_label, splitter=RandomSplitter(args.valid_pct, args.seed)
-        )
+        kw.update(get_items=get_items, get_y=parent_label, splitter=split)
         source: Any = path
     elif labels.startswith("re:"):
         _check_regex(labels[3:])
-        kw.update(
-            get_items=get_image_files,
-            get_y=_NameRegex(labels[3:]),
-            splitter=RandomSplitter(args.valid_pct, args.seed),
-        )
+        kw.update(get_items=get_items, get_y=_NameRegex(labels[3:]), splitter=split)
         source = path
     elif labels.startswith("csv:"):
         rows = _read_csv(_csv_file(labels[4:], path), path, getattr(args, "on_bad_image", None))
@@ -73,12 +71,15 @@ def make_dls(args: argparse.Namespace, aug: bool = True) -> Any:
     if labels.startswith("csv:"):
         _check_csv_split(rows, labels[4:], args.valid_pct)
     else:
-        n_images = len(get_image_files(path))
-        if not n_images:
+        files = get_image_files(path)
+        if not files:
             raise CLIError(
                 f"no images in '{path}' (looked for .jpg, .png, .gif, .bmp, .tif, .webp, recursively)."
             )
-        _check_valid_pct(args.valid_pct, n_images)
+        if valid_folder is None:
+            _check_valid_pct(args.valid_pct, len(files))
+        else:
+            _report_folder_split(path, valid_folder, files)
     try:
         dls = DataBlock(**kw).dataloaders(
             source,
@@ -138,6 +139,76 @@ class _NameRegex:
 
     def __call__(self, o: Path) -> str:
         return self.labeller(Path(o).name)
+
+
+class _FolderSplit:
+    """The images under `root/train` (training) and `root/<valid>` (validation), as items and as a splitter.
+
+    Picklable (worker processes); images in other folders are not items at all, so their labels are not read.
+    """
+
+    def __init__(self, root: Path, valid: str):
+        self.root, self.valid = root, valid
+
+    def items(self, source: Any = None) -> list[Path]:
+        """The image files of both folders, training first."""
+        from ..data.items import get_image_files
+
+        return [*get_image_files(self.root / "train"), *get_image_files(self.root / self.valid)]
+
+    def __call__(self, items: list) -> tuple[list[int], list[int]]:
+        top = [Path(o).relative_to(self.root).parts[0] for o in items]
+        return [i for i, t in enumerate(top) if t == "train"], [
+            i for i, t in enumerate(top) if t == self.valid
+        ]
+
+    def __repr__(self) -> str:
+        return f"the folders train/ and {self.valid}/"
+
+
+def _valid_folder(path: Path, args: argparse.Namespace) -> str | None:
+    """The validation folder of a by-folder split (`--valid-folder`), or None for a random split."""
+    name = getattr(args, "valid_folder", "none")
+    if name == "none":
+        return None
+    if args.labels.startswith("csv:"):
+        if name == "auto":
+            return None  # the CSV's is_valid column, or --valid-pct
+        raise CLIError(
+            f"--valid-folder {name} and --labels {args.labels} both set the split: use the CSV's is_valid column "
+            "(or --valid-pct), or label by folder or name."
+        )
+    if name == "auto":
+        found = [n for n in ("valid", "val") if (path / n).is_dir()]
+        return found[0] if (path / "train").is_dir() and found else None
+    missing = [f"{n}/" for n in ("train", name) if not (path / n).is_dir()]
+    if missing:
+        have = sorted(p.name for p in path.iterdir() if p.is_dir())[:8]
+        raise CLIError(
+            f"--valid-folder {name}: '{path}' has no {' and no '.join(missing)} folder (it has: "
+            f"{', '.join(have) or 'no folders'}). Name the validation folder, or --valid-folder none to split at "
+            "random."
+        )
+    return name
+
+
+def _report_folder_split(path: Path, valid: str, files: list) -> None:
+    """Say how the folders split the images; refuse a split that leaves a side empty."""
+    split = _FolderSplit(path, valid)(files)
+    n_train, n_valid = len(split[0]), len(split[1])
+    if not n_train or not n_valid:
+        empty = "train/" if not n_train else f"{valid}/"
+        raise CLIError(
+            f"'{path / empty}' holds no images: the split by folder needs images in both train/ and {valid}/."
+        )
+    rest = len(files) - n_train - n_valid
+    other = f"; {rest} image{'s' * (rest != 1)} in other folders not used" if rest else ""
+    from ..distributed import rank_distrib
+
+    if rank_distrib() == 0:  # under torchrun every process builds the loaders; one reports
+        print(
+            f"split by folder: {n_train} training images in train/, {n_valid} validation images in {valid}/{other}"
+        )
 
 
 def valid_images(dls: Any, args: argparse.Namespace) -> list[Path]:

@@ -140,6 +140,14 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
         help="random validation share, in (0, 1) (default: %(default)s)",
     )
     p.add_argument(
+        "--valid-folder",
+        default="auto",
+        metavar="NAME",
+        help="split by folder: images under PATH/train train and those under PATH/NAME validate (the "
+        "ImageNet layout); 'auto' (the default) does so when PATH holds 'train' and 'valid' or 'val' "
+        "folders, else splits at random with --valid-pct; 'none' always splits at random",
+    )
+    p.add_argument(
         "--seed", type=int, default=42, help="seed of the split and the run (default: %(default)s)"
     )
     p.add_argument("--size", type=_positive_int, default=224, help="model input size (default: %(default)s)")

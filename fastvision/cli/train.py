@@ -62,6 +62,7 @@ _RUN_KEYS = (
     "path",
     "labels",
     "valid_pct",
+    "valid_folder",
     "seed",
     "size",
     "presize",
@@ -130,6 +131,10 @@ def train(args: argparse.Namespace) -> None:
     previous = _read_run(run_file) if args.resume else None
     if args.resume and previous is None:
         raise CLIError(f"--resume: no interrupted run in '{out}' (no run.json). Start it without --resume.")
+    if previous is not None:
+        previous["options"].setdefault(
+            "valid_folder", "none"
+        )  # a run from before --valid-folder split at random
     if previous is not None and previous["options"] != options:
         diff = [
             f"--{k.replace('_', '-')} {previous['options'][k]} (now {v})"
