@@ -121,6 +121,7 @@ def test_csv_label_mistakes_are_one_line_naming_the_line(tmp_path, folder, expor
         ("header.csv", dict(rows=good, header="file,y,is_valid"), "its header is file,y,is_valid"),
         ("norows.csv", dict(rows=[]), "has a header and no rows"),
         ("label.csv", dict(rows=[*good[:3], (names[3], "", 0)]), "line 5: the label is empty"),
+        ("blank.csv", dict(rows=[*good[:2], (), (names[3], "", 0)]), "line 5: the label is empty"),
         ("valid.csv", dict(rows=[(names[0], "red", "maybe"), *good[1:]]), "line 2: is_valid is 'maybe'"),
         ("twice.csv", dict(rows=[*good, (names[0], "red", 0)]), f"names '{names[0]}' on lines 2 and 14"),
         ("novalid.csv", dict(rows=good), "so the validation set is empty"),

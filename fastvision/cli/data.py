@@ -276,7 +276,7 @@ def _read_csv(file: Path, folder: Path, on_bad_image: str | None = None) -> list
     try:
         with open(file, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            rows = list(reader)
+            rows = [(reader.line_num, r) for r in reader]  # the line a row ends on (blank lines are skipped)
             header = [h.strip() for h in reader.fieldnames or []]
     except (UnicodeDecodeError, csv.Error) as e:
         raise CLIError(f"cannot read '{file}' as a UTF-8 CSV: {e}. Save it as CSV (UTF-8).") from None
@@ -290,7 +290,7 @@ def _read_csv(file: Path, folder: Path, on_bad_image: str | None = None) -> list
     seen: dict[str, tuple[int, Any, Any]] = {}
     missing: list[str] = []
     kept = []
-    for line, raw in enumerate(rows, start=2):
+    for line, raw in rows:
         r: dict[str, Any] = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
         if not r["fname"] or not r["label"]:
             empty = "fname" if not r["fname"] else "label"
