@@ -849,7 +849,6 @@ _TRAINING = (
     "lr_find",
     "freeze",
     "unfreeze",
-    "dls",
 )
 
 _PREDICT_HINT = (
@@ -1107,7 +1106,7 @@ def load_learner(
     from safetensors.torch import load
 
     weights = load(data)
-    _warn_non_finite(weights, wfile, stacklevel=3)
+    _warn_non_finite(weights, wfile, stacklevel=2)
     model = _build_model(desc["model"], trusted_modules)
     try:
         model.load_state_dict(weights)
@@ -1142,6 +1141,7 @@ def _read_export(jfile: Path) -> tuple[dict, bytes, Path]:
 
 
 def _warn_non_finite(weights: dict[str, torch.Tensor], wfile: Path, stacklevel: int) -> None:
+    """Warn when weights hold NaN or infinity; `stacklevel` as the caller would give `warnings.warn`."""
     bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         warnings.warn(
@@ -1164,5 +1164,5 @@ def export_weights(fname: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     from safetensors.torch import load
 
     weights = load(data)
-    _warn_non_finite(weights, wfile, stacklevel=3)
+    _warn_non_finite(weights, wfile, stacklevel=2)
     return weights, desc

@@ -629,9 +629,8 @@ class Learner(CallbackHost):
                 f"{_few(ours)}: its head would give the wrong names. Pass strict='head' to keep its body and "
                 "train a new head for these classes."
             )
-        checkpoint.load_weights(
-            self.model, weights, strict, stacklevel=4
-        )  # the warning names the caller's line
+        # stacklevel 4: a new head's warning names the line that called learn.load
+        checkpoint.load_weights(self.model, weights, strict, stacklevel=4)
         return self
 
     def export(self, fname: str | Path = "export", model_kwargs: dict | None = None) -> Path:

@@ -511,8 +511,9 @@ def test_damaged_or_wrong_files_get_clear_errors(parent_folder, tmp_path):
         learn.model[1].weight[0, 0] = float("nan")
     with pytest.warns(UserWarning, match=r"export: the weights \['1.weight'\] hold NaN"):
         jfile = export(learn, tmp_path / "nan")
-    with pytest.warns(UserWarning, match=r"the weights \['1.weight'\] hold NaN or infinite values"):
+    with pytest.warns(UserWarning, match=r"the weights \['1.weight'\] hold NaN or infinite values") as w:
         load_learner(jfile)
+    assert w[0].filename == __file__  # the warning names the caller's line
 
 
 def test_description_cannot_call_arbitrary_code(parent_folder, tmp_path):
