@@ -28,6 +28,7 @@ from fastvision.vision.lighting import (
     Saturation,
     imagenet_stats,
 )
+from fastvision.vision.resize import RandomResizedCrop, Resize
 from fastvision.vision.sample import materialize
 
 # Interpolation tolerance: identical sampling positions give float32 round-off only.
@@ -418,3 +419,33 @@ def test_user_errors():
         Dihedral(p=1.0, draw=9)(batch())
     with pytest.raises(ValueError, match="draw has 1 values for a batch of 2"):
         Rotate(p=1.0, draw=[3.0])(batch())
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: Resize(0), r"Resize: size=0; expected a positive number of pixels"),
+        (lambda: Resize((32, -1)), r"Resize: size=\(32, -1\)"),
+        (lambda: Resize("big"), r"Resize: size must be an int or a \(height, width\) pair, got 'big'"),
+        (lambda: RandomResizedCrop(32, min_scale=1.5), r"RandomResizedCrop: min_scale=1.5, max_scale=1.0"),
+        (lambda: aug_transforms(size=0), r"aug_transforms: size=0"),
+        (lambda: aug_transforms(size=32, min_scale=0), r"aug_transforms: min_scale=0"),
+        (lambda: aug_transforms(p_affine=2), r"aug_transforms: p_affine=2 is not a probability"),
+        (lambda: aug_transforms(p_lighting=-0.1), r"aug_transforms: p_lighting=-0.1 is not a probability"),
+        (lambda: Rotate(p=1.5), r"Rotate: p=1.5 is not a probability"),
+        (lambda: Brightness(p=7), r"Brightness: p=7 is not a probability"),
+        (
+            lambda: Normalize.from_stats([0.5, 0.5], [0.2, 0.0]),
+            r"Normalize: std=\[0.2.*, 0.0\] has a value that is not positive",
+        ),
+    ],
+)
+def test_bad_sizes_scales_probabilities_and_stats_are_refused_when_built(make, match):
+    """Not later, in a worker, as an empty crop or a batch of NaN."""
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_whole_number_sizes_are_accepted_in_any_numeric_type():
+    assert Resize(224.0).size == (224, 224) and Resize((torch.tensor(3).item(), 5)).size == (3, 5)
+    assert aug_transforms(size=(40, 24), min_scale=1.0)[0].size == (40, 24)

@@ -30,7 +30,17 @@ import torch
 
 from ..transform import Transform
 from .lazy import PendingBatch
-from .lighting import Brightness, Contrast, Draw, LightingGroup, draw_values, is_image_batch, uniform
+from .lighting import (
+    Brightness,
+    Contrast,
+    Draw,
+    LightingGroup,
+    check_probability,
+    draw_values,
+    is_image_batch,
+    uniform,
+)
+from .resize import check_scales, pair_size
 from .sample import resample
 
 __all__ = [
@@ -55,12 +65,7 @@ _DIHEDRAL = torch.tensor(
 
 
 def _pair(size: int | Sequence[int] | None) -> tuple[int, int] | None:
-    if size is None:
-        return None
-    if isinstance(size, int):
-        return (size, size)
-    h, w = size
-    return (int(h), int(w))
+    return None if size is None else pair_size(size, "AffineGroup")
 
 
 def _mat(bs: int, *vals: Any) -> torch.Tensor:
@@ -183,7 +188,12 @@ class _RandomPart(AffineGroup):
 
     def __init__(self, p: float = 0.5, draw: Draw = None, batch: bool = False, generator=None, **kwargs):
         super().__init__(**kwargs)
-        self.p, self.draw, self.batch, self.generator = p, draw, batch, generator
+        self.p, self.draw, self.batch, self.generator = (
+            check_probability(type(self).__name__, p),
+            draw,
+            batch,
+            generator,
+        )
 
     def _values(
         self, draw: Draw, bs: int, lo: float, hi: float, neutral: float, p: float | None = None
@@ -307,6 +317,7 @@ class RandomResizedCropGPU(_RandomPart):
         **kwargs,
     ):
         super().__init__(1.0, None, size=size, mode=mode, **kwargs)
+        check_scales(type(self).__name__, min_scale, max_scale)
         self.min_scale, self.ratio, self.valid_scale, self.max_scale = (
             min_scale,
             ratio,
@@ -381,6 +392,12 @@ def aug_transforms(
             validation gets a centre crop.
     """
     max_rotate, max_lighting, max_warp = max_rotate * mult, max_lighting * mult, max_warp * mult
+    if size is not None:
+        pair_size(size, "aug_transforms")
+    check_probability("aug_transforms", p_affine, "p_affine")
+    check_probability("aug_transforms", p_lighting, "p_lighting")
+    if min_scale != 1:
+        check_scales("aug_transforms", min_scale)
     if min_scale != 1 and size is None:
         raise ValueError(
             f"aug_transforms(min_scale={min_scale}) crops and resizes: pass the output size, e.g. size=224."

@@ -80,6 +80,15 @@ def is_image_batch(x: Any) -> bool:
     return isinstance(x, torch.Tensor) and x.ndim == 4 and (x.dtype == torch.uint8 or x.is_floating_point())
 
 
+def check_probability(owner: str, p: float, name: str = "p") -> float:
+    """Return `p` when it is a probability (0 to 1); a ValueError naming `owner` and the argument otherwise."""
+    if not 0 <= p <= 1:
+        raise ValueError(
+            f"{owner}: {name}={p!r} is not a probability; expected a value from 0 to 1, e.g. {name}=0.75."
+        )
+    return p
+
+
 class IntToFloatTensor(Transform):
     """Turn uint8 image batches into float in [0, 1]; pass a `PendingBatch` through for the affine group.
 
@@ -120,6 +129,12 @@ class Normalize(Transform):
 
     def __init__(self, mean: Any = None, std: Any = None, axes: tuple[int, ...] = (0, 2, 3)):
         self.mean, self.std, self.axes = self._shape(mean), self._shape(std), axes
+        if self.std is not None and not bool((self.std > 0).all()):
+            raise ValueError(
+                f"Normalize: std={self.std.flatten().tolist()} has a value that is not positive: dividing by it "
+                "gives inf or NaN. Use the per-channel standard deviations of your images (Normalize() with no "
+                "stats computes them from a batch)."
+            )
         self._fitting = False
         self._cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -284,7 +299,7 @@ class Brightness(LightingGroup):
         super().__init__()
         self.max_lighting, self.p, self.draw, self.batch, self.generator = (
             max_lighting,
-            p,
+            check_probability(type(self).__name__, p),
             draw,
             batch,
             generator,
@@ -344,7 +359,8 @@ class Hue(LightingGroup):
         self, max_hue: float = 0.1, p: float = 0.75, draw: Draw = None, batch: bool = False, generator=None
     ):
         super().__init__()
-        self.max_hue, self.p, self.draw, self.batch, self.generator = max_hue, p, draw, batch, generator
+        self.max_hue, self.draw, self.batch, self.generator = max_hue, draw, batch, generator
+        self.p = check_probability(type(self).__name__, p)
 
     def _change(self, bs: int) -> torch.Tensor:
         mh = self.max_hue
@@ -387,7 +403,7 @@ class RandomErasing(Transform):
         generator=None,
     ):
         self.p, self.sl, self.sh, self.min_aspect, self.max_count, self.generator = (
-            p,
+            check_probability(type(self).__name__, p),
             sl,
             sh,
             min_aspect,

@@ -56,13 +56,32 @@ class PadMode:
     Reflection, Zeros, Border = "reflection", "zeros", "border"
 
 
-def _process_size(size: int | tuple[int, int]) -> tuple[int, int]:
-    """Return `(height, width)` from an int or a (height, width) pair."""
-    if isinstance(size, int):
-        return (size, size)
-    if len(size) != 2:
-        raise ValueError(f"size must be an int or a (height, width) pair, got {size!r}.")
-    return (int(size[0]), int(size[1]))
+def pair_size(size: Any, owner: str = "size") -> tuple[int, int]:
+    """Return `(height, width)` from an int or a (height, width) pair of positive ints; else a ValueError
+    naming `owner`."""
+    pair = (size, size) if isinstance(size, (int, float, np.number)) else size
+    try:
+        h, w = pair
+    except (TypeError, ValueError):
+        raise ValueError(f"{owner}: size must be an int or a (height, width) pair, got {size!r}.") from None
+    whole = (int, np.integer, float, np.floating)  # 224.0 is 224
+    if not all(
+        isinstance(v, whole) and not isinstance(v, bool) and v >= 1 and float(v).is_integer() for v in (h, w)
+    ):
+        raise ValueError(
+            f"{owner}: size={size!r}; expected a positive number of pixels, or a (height, width) pair of them, "
+            "e.g. 224 or (224, 160)."
+        )
+    return (int(h), int(w))
+
+
+def check_scales(owner: str, min_scale: float, max_scale: float = 1.0) -> None:
+    """Refuse crop-area fractions outside 0 < min_scale <= max_scale (a ValueError naming `owner`)."""
+    if not 0 < min_scale <= max_scale:
+        raise ValueError(
+            f"{owner}: min_scale={min_scale!r}, max_scale={max_scale!r}; expected 0 < min_scale <= max_scale "
+            "(fractions of the image area, e.g. min_scale=0.35)."
+        )
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
@@ -168,7 +187,7 @@ class _BoxTransform(Transform):
     to_tensor: bool = False  # set by DataBlock when only ToTensor follows: resize straight to a tensor
 
     def _init_common(self, size, resamples, pad_mode: str) -> None:
-        self.size = _process_size(size)
+        self.size = pair_size(size, type(self).__name__)
         self.resamples = tuple(resamples)
         self.pad_mode = _check_choice("pad_mode", pad_mode, ("reflection", "zeros", "border"))
         self.lazy = False
@@ -263,6 +282,7 @@ class RandomResizedCrop(_BoxTransform):
         max_scale: float = 1.0,
     ):
         self._init_common(size, resamples, PadMode.Reflection)
+        check_scales(type(self).__name__, min_scale, max_scale)
         self.min_scale, self.max_scale, self.ratio, self.val_xtra = (
             min_scale,
             max_scale,
@@ -308,7 +328,7 @@ class CropPad(Transform):
     order = 0
 
     def __init__(self, size: int | tuple[int, int], pad_mode: str = PadMode.Zeros):
-        self.size = _process_size(size)
+        self.size = pair_size(size, type(self).__name__)
         self.pad_mode = _check_choice("pad_mode", pad_mode, ("reflection", "zeros", "border"))
 
     def encodes(self, x: Any, split_idx: int | None = None) -> Any:
@@ -326,7 +346,7 @@ class RandomCrop(Transform):
     order = 1
 
     def __init__(self, size: int | tuple[int, int]):
-        self.size = _process_size(size)
+        self.size = pair_size(size, type(self).__name__)
 
     def encodes(self, x: Any, split_idx: int | None = None) -> Any:
         """Crop a PIL image; anything else passes."""
