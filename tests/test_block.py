@@ -353,6 +353,14 @@ def test_rows_naming_missing_files_fail_before_training_unless_skipped(pets_fold
         match=r"2 of 20 items name files that do not exist: '.*nope_1.jpg' \(item 0\), '.*nope_2.jpg' \(item 19\)\..*on_bad_image='skip'",
     ):
         ImageDataLoaders.from_lists(pets_folder, [pets_folder / n for n in gone], labels, **kw)
+    dblock = DataBlock(
+        blocks=(ImageBlock, CategoryBlock),
+        get_x=lambda r: pets_folder / r[0],
+        get_y=lambda r: r[1],
+        item_tfms=Resize(16),
+    )
+    with pytest.raises(FileNotFoundError, match=r"2 of 20 items name files that do not exist"):
+        dblock.summary(list(zip(gone, labels)))  # summary does not pass where dataloaders() fails
     dls = ImageDataLoaders.from_lists(
         pets_folder, [pets_folder / n for n in gone], labels, on_bad_image="skip", **kw
     )

@@ -369,12 +369,17 @@ class DataBlock:
         """
         dsets = self._datasets(source, verbose, fast_decode=True, on_device=decode_on_device)
         kw = {**self.dls_kwargs, **kwargs}
-        if kw.get("on_bad_image", "raise") == "raise" and (self.get_items is None or self.get_x is not None):
-            _refuse_missing_files(dsets)  # names from a table or a function, not a listing of the disk
+        self.check_files(dsets, kw.get("on_bad_image", "raise"))
         item_tfms = _lazy_resizes(self.item_tfms) if decode_on_device else self.item_tfms
         return DataLoaders.from_datasets(
             dsets, after_item=Pipeline(item_tfms), after_batch=Pipeline(self.batch_tfms), path=path, **kw
         )
+
+    def check_files(self, dsets: Datasets, on_bad_image: str = "raise") -> None:
+        """Raise a `FileNotFoundError` when input file names that come from a table or a function (not a
+        listing of the disk by `get_items`) name missing files; nothing to do with `on_bad_image='skip'`."""
+        if on_bad_image == "raise" and (self.get_items is None or self.get_x is not None):
+            _refuse_missing_files(dsets)
 
     def summary(self, source: Any, bs: int = 4, show_batch: bool = False, **kwargs: Any) -> None:
         """Print each step of building one sample and one batch from `source`, diagnosing collate errors."""

@@ -93,6 +93,7 @@ def summarize(dblock: Any, source: Any, bs: int = 4, show_batch: bool = False, *
 
     print("Setting-up type transforms pipelines")
     dsets = dblock._datasets(source, True, fast_decode=True)  # the decoder dataloaders() uses
+    dblock.check_files(dsets, kwargs.get("on_bad_image", "raise"))  # what dataloaders() would refuse
 
     print("\nBuilding one sample")
     first = dsets.splits[0][0]
