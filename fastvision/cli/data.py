@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .parser import CLIError
+from .parser import CLIError, no_images
 
 __all__ = ["make_dls", "valid_images", "bad_images_as_cli_errors"]
 
@@ -73,9 +73,7 @@ def make_dls(args: argparse.Namespace, aug: bool = True) -> Any:
     else:
         files = get_image_files(path)
         if not files:
-            raise CLIError(
-                f"no images in '{path}' (looked for .jpg, .png, .gif, .bmp, .tif, .webp, recursively)."
-            )
+            raise no_images(path)
         if valid_folder is None:
             _check_valid_pct(args.valid_pct, len(files))
         else:

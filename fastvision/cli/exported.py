@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .parser import CLIError
+from .parser import CLIError, no_images
 
 __all__ = ["load_model", "predict", "export_onnx"]
 
@@ -84,9 +84,7 @@ def _image_files(specs: list[str]) -> list[Path]:
         if p.is_dir():
             found = sorted(get_image_files(p))
             if not found:
-                raise CLIError(
-                    f"no images in '{p}' (looked for .jpg, .png, .gif, .bmp, .tif, .webp, recursively)."
-                )
+                raise no_images(p)
             files += found
         elif p.is_file():
             files.append(p)

@@ -48,6 +48,11 @@ def full_disk_message(e: BaseException, where: object = None) -> str | None:
     return msg
 
 
+def no_images(folder: object) -> CLIError:
+    """The error for a folder without images (what `get_image_files` looks for)."""
+    return CLIError(f"no images in '{folder}' (looked for .jpg, .png, .gif, .bmp, .tif, .webp, recursively).")
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (`fastvision <command>: error: ...`), exit status 2."""
 
@@ -161,13 +166,16 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-aug", action="store_true", help="no batch augmentation")
 
 
-def _add_bad_image_arg(p: argparse.ArgumentParser) -> None:
+def _add_bad_image_arg(
+    p: argparse.ArgumentParser,
+    skip: str = "is left out with one warning listing such files",
+) -> None:
     p.add_argument(
         "--on-bad-image",
         choices=("raise", "skip"),
         default="raise",
-        help="an image that cannot be decoded stops the run naming the file (raise, the default), or is "
-        "left out with one warning listing such files (skip)",
+        help=f"an image that cannot be decoded stops the command naming the file (raise, the default), or {skip} "
+        "(skip)",
     )
 
 
@@ -220,13 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--topk", type=_positive_int, default=3, help="classes to show per image (default: %(default)s)"
     )
-    pr.add_argument(
-        "--on-bad-image",
-        choices=("raise", "skip"),
-        default="raise",
-        help="an image that cannot be decoded stops the command naming the file (raise, the default), or "
-        "gets a row saying why instead of a prediction (skip; one warning lists such files)",
-    )
+    _add_bad_image_arg(pr, "gets a row saying why instead of a prediction, and one warning lists such files")
     _add_trust_module(pr)
 
     it = sub.add_parser("interpret", help="confusion matrix and most-confused pairs of an exported model")
